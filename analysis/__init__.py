@@ -1,0 +1,1 @@
+"""Human statistics, encoders, metrics and the correlation report (no Flask)."""
