@@ -87,7 +87,8 @@ class InputFile:
 
 @dataclass
 class IngestReport:
-    """What an ingest wrote: manifest rows (every dataset in the folder), duplicates, skips."""
+    """What an ingest wrote: the manifest rows of every dataset in the folder, and this
+    run's duplicates and skipped files."""
 
     out: Path
     rows: list[dict] = field(default_factory=list)
@@ -165,13 +166,13 @@ def ingest_datasets(
         _fail_on_bad(bad, skip_bad)
         good = [f for f in todo if f.sha256]
 
-        report = IngestReport(out=out, sizes=sizes, skipped=[*kept["skipped"], *bad])
+        report = IngestReport(out=out, sizes=sizes, skipped=bad)
         for row in kept["manifest"]:
             _link(image_path(out, row["sha256"]), image_path(tmp, row["sha256"]))
+        _carry_over_other_files(out, tmp)
         seen = {row["sha256"]: row["original_path"] for row in kept["manifest"]}
         unique, report.duplicates = _dedupe(good, seen)
         _check_not_empty(specs, unique)
-        report.duplicates[:0] = kept["duplicates"]
         rows = list(kept["manifest"])
         for spec in specs:
             rows += _dataset_rows(spec, unique, sizes[spec.name], practice, catch, tmp)
@@ -188,10 +189,12 @@ def ingest_datasets(
         report.rows = rows
 
         write_csv(tmp / MANIFEST, MANIFEST_COLUMNS, rows)
-        if report.duplicates:
-            write_csv(tmp / DUPLICATES, DUPLICATE_COLUMNS, report.duplicates)
-        if report.skipped:
-            write_csv(tmp / SKIPPED, SKIPPED_COLUMNS, report.skipped)
+        for name, columns, listed in [
+            (DUPLICATES, DUPLICATE_COLUMNS, [*kept["duplicates"], *report.duplicates]),
+            (SKIPPED, SKIPPED_COLUMNS, [*kept["skipped"], *report.skipped]),
+        ]:
+            if listed:
+                write_csv(tmp / name, columns, listed)
         _replace_dir(tmp, out)
         return report
     finally:
@@ -505,11 +508,25 @@ def _check_ids_unique(rows: list[dict]) -> None:
         raise PerceptError("two different images share an image_id prefix; report this as a bug")
 
 
-def _link(src: Path, dst: Path) -> None:
+def _link(src: Path | str, dst: Path | str) -> None:
+    """A hard link where the file system allows it (instant, no space), else a copy."""
     try:
-        os.link(src, dst)
+        os.link(src, dst, follow_symlinks=False)
     except OSError:
-        shutil.copy2(src, dst)
+        shutil.copy2(src, dst, follow_symlinks=False)
+
+
+def _carry_over_other_files(out: Path, tmp: Path) -> None:
+    """Keep what else the user keeps in the stimulus folder (notes, a demo's ground truth)."""
+    if not (out / MANIFEST).is_file():
+        return
+    for entry in out.iterdir():
+        if entry.name in (MANIFEST, IMAGES, DUPLICATES, SKIPPED):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.copytree(entry, tmp / entry.name, symlinks=True, copy_function=_link)
+        else:
+            _link(entry, tmp / entry.name)
 
 
 def _replace_dir(tmp: Path, out: Path) -> None:

@@ -133,7 +133,13 @@ def audit(stimdir: Path) -> None:
 @click.option(
     "--out", required=True, type=click.Path(path_type=Path), help="Stimulus folder to write."
 )
-@click.option("--seed", default=0, show_default=True, help="Seed of every random choice.")
+@click.option(
+    "--seed",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Seed of every random choice.",
+)
 @click.option(
     "--size",
     type=click.IntRange(min=32, max=128),

@@ -58,9 +58,7 @@ def open_image(path: Path | str, max_pixels: int = MAX_PIXELS) -> Image.Image:
     except Image.DecompressionBombError:
         raise BadImageError(path, _bomb_reason(None, max_pixels)) from None
     except UnidentifiedImageError:
-        raise BadImageError(
-            path, "not an image file that Pillow can read"
-        ) from None
+        raise BadImageError(path, "not an image file that Pillow can read") from None
     except (OSError, SyntaxError, ValueError) as e:
         raise BadImageError(path, f"cannot read image header ({e})") from None
     width, height = img.size

@@ -21,6 +21,7 @@ def parallel_map(
     workers: int | None = None,
     progress: bool = False,
     desc: str = "",
+    unit: str = "img",
 ) -> list[R]:
     """`func` applied to every item, results in input order, on `workers` processes.
 
@@ -31,7 +32,7 @@ def parallel_map(
     results: list[R] = []
     # disable=None lets tqdm hide the bar when stderr is not a terminal (logs, CI).
     disable = None if progress else True
-    with tqdm(total=len(items), desc=desc, unit="img", disable=disable, file=sys.stderr) as bar:
+    with tqdm(total=len(items), desc=desc, unit=unit, disable=disable, file=sys.stderr) as bar:
         if workers == 1 or len(items) < 2:
             for item in items:
                 results.append(func(item))

@@ -35,8 +35,9 @@ def test_lossless_formats_keep_pixels(tmp_path, ext):
     assert np.array_equal(np.asarray(load_rgb(path)), RGB)
 
 
-@pytest.mark.parametrize(("ext", "params"), [(".jpg", {"quality": 95}), (".jpeg", {}),
-                                             (".webp", {"quality": 90})])
+@pytest.mark.parametrize(
+    ("ext", "params"), [(".jpg", {"quality": 95}), (".jpeg", {}), (".webp", {"quality": 90})]
+)
 def test_lossy_formats_decode_close(tmp_path, ext, params):
     path = save(tmp_path / f"a{ext}", RGB, **params)
     out = np.asarray(load_rgb(path)).astype(int)
@@ -167,8 +168,12 @@ def test_bad_files_raise_a_reason(tmp_path):
     good = save(tmp_path / "good.png", RGB).read_bytes()
     (tmp_path / "cut.png").write_bytes(good[: len(good) // 2])
     (tmp_path / "bomb.png").write_bytes(with_header_size(good, 30000, 30000))
-    cases = {"empty.png": "empty", "text.png": "not an image", "cut.png": "truncated",
-             "bomb.png": "decompression bomb"}
+    cases = {
+        "empty.png": "empty",
+        "text.png": "not an image",
+        "cut.png": "truncated",
+        "bomb.png": "decompression bomb",
+    }
     for name, words in cases.items():
         with pytest.raises(BadImageError, match=words) as info:
             normalise(tmp_path / name, 16)

@@ -35,14 +35,31 @@ def run(*args: str):
 
 
 def ingest_args(root: Path, out: Path, *extra: str) -> list[str]:
-    return ["stimuli", "ingest", "--real", root / "real", "--model", f"gan={root / 'gan'}",
-            "--model", f"diffusion={root / 'diffusion'}", "--practice", "2", "--catch", "3",
-            "--out", out, *extra]
+    return [
+        "stimuli",
+        "ingest",
+        "--real",
+        root / "real",
+        "--model",
+        f"gan={root / 'gan'}",
+        "--model",
+        f"diffusion={root / 'diffusion'}",
+        "--practice",
+        "2",
+        "--catch",
+        "3",
+        "--out",
+        out,
+        *extra,
+    ]
 
 
 def folder_bytes(folder: Path) -> dict[str, bytes]:
-    return {p.relative_to(folder).as_posix(): p.read_bytes()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(folder).as_posix(): p.read_bytes()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def test_ingest_writes_manifest_and_clean_images(sources):
@@ -64,14 +81,21 @@ def test_ingest_writes_manifest_and_clean_images(sources):
         with Image.open(out / "images" / f"{row['sha256']}.png") as img:
             assert (img.format, img.mode, img.size) == ("PNG", "RGB", (40, 40))
     assert {r["original_path"] for r in rows if r["source"] == "real"} >= {
-        f"{sources / 'real'}/sub/photo.jpg", f"{sources / 'real'}/scan.tif"}
+        f"{sources / 'real'}/sub/photo.jpg",
+        f"{sources / 'real'}/scan.tif",
+    }
     assert audit(out) == []
 
 
 def test_roles_practice_pool_and_catch(sources):
     out = sources / "stim"
-    report = ingest(sources / "real", {"gan": sources / "gan", "diffusion": sources / "diffusion"},
-                    out, practice=2, catch=3)
+    report = ingest(
+        sources / "real",
+        {"gan": sources / "gan", "diffusion": sources / "diffusion"},
+        out,
+        practice=2,
+        catch=3,
+    )
     rows = report.rows
     count = {(r["source"], r["model"], r["role"]): 0 for r in rows}
     for r in rows:
@@ -123,23 +147,35 @@ def test_duplicates_are_reported_and_kept_once(sources):
     assert len({r["sha256"] for r in rows}) == len(rows)
     with open(sources / "stim" / "duplicates.csv", newline="") as f:
         dups = list(csv.DictReader(f))
-    assert {d["dropped_path"].rsplit("/", 1)[1] for d in dups} == {"img_003.png", "copy_of_real.png"}
+    assert {d["dropped_path"].rsplit("/", 1)[1] for d in dups} == {
+        "img_003.png",
+        "copy_of_real.png",
+    }
     assert all(d["kept_path"].endswith("real/again.png") for d in dups)
 
 
 def test_explicit_size_and_a_second_dataset_in_the_same_folder(sources):
     out = sources / "stim"
     ingest(sources / "real", {"gan": sources / "gan"}, out, dataset="faces", size=32, catch=2)
-    ingest(sources / "diffusion", {"gan": sources / "gan"}, out, dataset="other", size=24,
-           practice=1, catch=1)
+    ingest(
+        sources / "diffusion",
+        {"gan": sources / "gan"},
+        out,
+        dataset="other",
+        size=24,
+        practice=1,
+        catch=1,
+    )
     rows = read_manifest(out)
     assert {(r["dataset"], r["width"]) for r in rows} == {("faces", "32"), ("other", "24")}
     assert audit(out) == []
-    # Re-ingesting one dataset replaces its rows and keeps the other's.
+    # Re-ingesting one dataset replaces its rows and keeps the other's, and the user's files.
+    (out / "notes.txt").write_text("mine")
     ingest(sources / "real", {"gan": sources / "gan"}, out, dataset="faces", size=36, catch=2)
     rows = read_manifest(out)
     assert {(r["dataset"], r["width"]) for r in rows} == {("faces", "36"), ("other", "24")}
     assert len(list((out / "images").iterdir())) == len(rows)
+    assert (out / "notes.txt").read_text() == "mine"
     assert audit(out) == []
 
 
@@ -152,12 +188,15 @@ def bad_input_cases(root: Path) -> dict[str, tuple[list[str], str]]:
     make_folder(root / "with_text", 3, seed=8)
     (root / "with_text" / "notes.txt").write_text("not an image")
     cases = {}
-    for seed, (name, data, words) in enumerate([
-        ("zero", b"", "empty (0 bytes)"),
-        ("garbage", b"this is not a png", "not an image"),
-        ("truncated", good[: len(good) // 2], "truncated"),
-        ("bomb", with_header_size(good, 40000, 40000), "decompression bomb"),
-    ], start=10):
+    for seed, (name, data, words) in enumerate(
+        [
+            ("zero", b"", "empty (0 bytes)"),
+            ("garbage", b"this is not a png", "not an image"),
+            ("truncated", good[: len(good) // 2], "truncated"),
+            ("bomb", with_header_size(good, 40000, 40000), "decompression bomb"),
+        ],
+        start=10,
+    ):
         folder = make_folder(root / name, 3, seed=seed)
         (folder / f"{name}.png").write_bytes(data)
         cases[name] = (["--model", f"m={folder}"], words)
@@ -165,8 +204,10 @@ def bad_input_cases(root: Path) -> dict[str, tuple[list[str], str]]:
     cases["empty"] = (["--model", f"m={root / 'empty'}"], "no files found")
     cases["not-image"] = (["--model", f"m={root / 'with_text'}"], "notes.txt: not an image file")
     cases["smaller"] = (["--model", f"m={root / 'tiny'}"], "smaller than the target size 40")
-    cases["dup-name"] = (["--model", f"gan={root / 'gan'}", "--model", f"gan={root / 'diffusion'}"],
-                         "given twice")
+    cases["dup-name"] = (
+        ["--model", f"gan={root / 'gan'}", "--model", f"gan={root / 'diffusion'}"],
+        "given twice",
+    )
     cases["bad-model-arg"] = (["--model", "gan"], "NAME=DIR")
     cases["same-folder"] = (["--model", f"m={root / 'real'}"], "overlap")
     return cases
@@ -190,8 +231,16 @@ def test_output_inside_an_input_folder_is_refused(sources):
     assert result.exit_code == 2
     assert "is inside input folder" in result.output
     assert not (sources / "real" / "stim").exists()
-    result = run("stimuli", "ingest", "--real", sources / "real", "--model",
-                 f"gan={sources / 'gan'}", "--out", sources)
+    result = run(
+        "stimuli",
+        "ingest",
+        "--real",
+        sources / "real",
+        "--model",
+        f"gan={sources / 'gan'}",
+        "--out",
+        sources,
+    )
     assert result.exit_code == 2 and "inside the output folder" in result.output
 
 
@@ -216,27 +265,61 @@ def test_a_non_empty_folder_that_is_not_a_stimulus_folder_is_not_overwritten(sou
 
 def test_skip_bad_lists_every_skipped_file(sources):
     cases = bad_input_cases(sources)
-    models = [*cases["zero"][0], *cases["garbage"][0][:1], cases["garbage"][0][1].replace("m=", "g="),
-              *cases["truncated"][0][:1], cases["truncated"][0][1].replace("m=", "t="),
-              "--model", f"w={sources / 'with_text'}", "--model", f"s={sources / 'tiny'}",
-              "--model", f"gan={sources / 'gan'}"]
+    models = [
+        *cases["zero"][0],
+        *cases["garbage"][0][:1],
+        cases["garbage"][0][1].replace("m=", "g="),
+        *cases["truncated"][0][:1],
+        cases["truncated"][0][1].replace("m=", "t="),
+        "--model",
+        f"w={sources / 'with_text'}",
+        "--model",
+        f"s={sources / 'tiny'}",
+        "--model",
+        f"gan={sources / 'gan'}",
+    ]
     save(sources / "tiny" / "big_enough.png", pattern(40, 40, seed=77))
     save(sources / "tiny" / "big_enough_too.png", pattern(40, 40, seed=78))
-    result = run("stimuli", "ingest", "--real", sources / "real", *models, "--skip-bad", "--catch", "2",
-                 "--out", sources / "stim")
+    result = run(
+        "stimuli",
+        "ingest",
+        "--real",
+        sources / "real",
+        *models,
+        "--skip-bad",
+        "--catch",
+        "2",
+        "--out",
+        sources / "stim",
+    )
     assert result.exit_code == 0, result.output
     with open(sources / "stim" / "skipped.csv", newline="") as f:
         skipped = {Path(r["path"]).name: r["reason"] for r in csv.DictReader(f)}
-    assert set(skipped) == {"zero.png", "garbage.png", "truncated.png", "notes.txt",
-                            "img_000.png", "img_001.png", "img_002.png"}
+    assert set(skipped) == {
+        "zero.png",
+        "garbage.png",
+        "truncated.png",
+        "notes.txt",
+        "img_000.png",
+        "img_001.png",
+        "img_002.png",
+    }
     assert "6 bad file(s) skipped" not in result.output and "7 bad file(s) skipped" in result.output
     assert audit(sources / "stim") == []
 
 
 def test_skip_bad_still_fails_when_a_folder_has_nothing_usable(sources):
-    result = run("stimuli", "ingest", "--real", sources / "real", "--model",
-                 f"s={make_folder(sources / 'tiny', 2, size=(10, 10))}", "--skip-bad",
-                 "--out", sources / "stim")
+    result = run(
+        "stimuli",
+        "ingest",
+        "--real",
+        sources / "real",
+        "--model",
+        f"s={make_folder(sources / 'tiny', 2, size=(10, 10))}",
+        "--skip-bad",
+        "--out",
+        sources / "stim",
+    )
     assert result.exit_code == 2 and "no usable images left" in result.output
     assert not (sources / "stim").exists()
 
@@ -250,9 +333,23 @@ def test_library_raises_percept_error(sources):
 
 def test_real_entry_point_prints_no_traceback(sources):
     percept = Path(sys.executable).with_name("percept")
-    proc = subprocess.run([percept, "stimuli", "ingest", "--real", sources / "nowhere", "--model",
-                           f"gan={sources / 'gan'}", "--out", sources / "stim"],
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [
+            percept,
+            "stimuli",
+            "ingest",
+            "--real",
+            sources / "nowhere",
+            "--model",
+            f"gan={sources / 'gan'}",
+            "--out",
+            sources / "stim",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines() == [f"Error: {sources / 'nowhere'}: folder not found; "
-                                                "check the path"]
+    assert proc.stderr.strip().splitlines() == [
+        f"Error: {sources / 'nowhere'}: folder not found; check the path"
+    ]
