@@ -1,1 +1,5 @@
-"""Flask app for crowdworker studies (issue 4) and the `percept` command line."""
+"""Flask app for crowdworker studies, and the `percept` command line."""
+
+from study_server.app import create_app
+
+__all__ = ["create_app"]

@@ -41,6 +41,86 @@ def cli() -> None:
 
 cli.add_command(stimuli)
 
+DB_OPTION = click.option(
+    "--db",
+    "db_url",
+    envvar="DATABASE_URL",
+    help="SQLAlchemy database URL, e.g. postgresql+psycopg://user@host/name "
+    "[default: $DATABASE_URL, else SQLite in the instance folder]",
+)
+
+
+def make_app(db_url: str | None, **config):
+    """The study server app for a CLI command, on the database the user named."""
+    from study_server import create_app
+
+    if db_url:
+        config["SQLALCHEMY_DATABASE_URI"] = db_url
+    return create_app(config)
+
+
+@cli.group("db")
+def db_group() -> None:
+    """Database schema migrations."""
+
+
+@db_group.command("upgrade")
+@DB_OPTION
+def db_upgrade(db_url: str | None) -> None:
+    """Create or migrate the database's tables to the current schema."""
+    from study_server.schema import db_url_for_humans, upgrade_schema
+
+    app = make_app(db_url)
+    upgrade_schema(app)
+    click.echo(f"Database {db_url_for_humans(app)} is at the current schema.")
+
+
+@cli.group()
+def study() -> None:
+    """Register and list studies."""
+
+
+@study.command("create")
+@click.argument("config_file", type=click.Path(path_type=Path))
+@DB_OPTION
+def study_create(config_file: Path, db_url: str | None) -> None:
+    """Register the study described by CONFIG_FILE (TOML; see docs/study-config.md).
+
+    Applies pending database migrations first, so a new database needs no other step.
+    """
+    from study_server.schema import db_url_for_humans, upgrade_schema
+    from study_server.studies import create_study, study_summary
+    from study_server.studyconfig import load_config
+
+    config = load_config(config_file)
+    app = make_app(db_url)
+    upgrade_schema(app)
+    with app.app_context():
+        try:
+            created = create_study(config)
+        except PerceptError as e:
+            raise PerceptError(f"{config_file}: {e}") from None
+        summary = study_summary(created)
+    click.echo(f"Study {config.slug!r} created in {db_url_for_humans(app)}:")
+    click.echo(summary)
+    click.echo(f"Participants start at /s/{config.slug}")
+
+
+@cli.command()
+@DB_OPTION
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=5000, show_default=True, type=click.IntRange(0, 65535))
+def serve(db_url: str | None, host: str, port: int) -> None:
+    """Serve studies with the development server (use gunicorn in production; see README)."""
+    from werkzeug.serving import run_simple
+
+    from study_server.schema import require_current_schema
+
+    app = make_app(db_url)
+    require_current_schema(app)
+    click.echo(f"Serving on http://{host}:{port}/ (Ctrl-C stops)")
+    run_simple(host, port, app, threaded=True)
+
 
 @cli.command()
 @click.option(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -40,3 +41,176 @@ def browser() -> Iterator[object]:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         yield browser
         browser.close()
+
+
+# --- Study server: the same tests on SQLite and on the real PostgreSQL ----------------------
+
+PG_ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=test connect_timeout=3"
+PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+
+
+def postgres_available() -> bool:
+    try:
+        import psycopg
+
+        psycopg.connect(PG_ADMIN).close()
+        return True
+    except Exception:
+        return False
+
+
+@pytest.fixture(scope="session")
+def postgres_database() -> Iterator[str]:
+    """A database of our own on the PostgreSQL server, migrated once, dropped at the end."""
+    require(
+        postgres_available(),
+        "PostgreSQL is not answering at 127.0.0.1:5432 (start it with "
+        "`pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start`)",
+    )
+    import psycopg
+
+    from study_server import create_app
+    from study_server.schema import upgrade_schema
+
+    name = f"percept_test_{os.getpid()}"
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = PG_URL.format(name=name)
+    upgrade_schema(create_app({"SQLALCHEMY_DATABASE_URI": url, "SECRET_KEY": "test"}))
+    yield url
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request, tmp_path) -> Iterator[str]:
+    """A migrated, empty database: a fresh SQLite file, or the PostgreSQL test database emptied."""
+    if request.param == "sqlite":
+        from study_server import create_app
+        from study_server.schema import upgrade_schema
+
+        url = f"sqlite:///{tmp_path / 'percept.sqlite3'}"
+        upgrade_schema(create_app({"SQLALCHEMY_DATABASE_URI": url, "SECRET_KEY": "test"}))
+        yield url
+        return
+    url = request.getfixturevalue("postgres_database")
+    yield url
+    import psycopg
+
+    with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://")) as conn:
+        tables = [
+            row[0]
+            for row in conn.execute(
+                "SELECT tablename FROM pg_tables WHERE schemaname = 'public' "
+                "AND tablename <> 'alembic_version'"
+            )
+        ]
+        conn.execute(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE")
+
+
+@pytest.fixture
+def app(db_url):
+    """The study server on `db_url`, with an admin password of 'secret-admin'."""
+    from study_server import create_app
+    from study_server.db import db
+
+    app = create_app(
+        {
+            "SQLALCHEMY_DATABASE_URI": db_url,
+            "SECRET_KEY": "test-secret-key-0123456789",
+            "ADMIN_PASSWORD": "secret-admin",
+            "TESTING": True,
+        }
+    )
+    yield app
+    with app.app_context():
+        db.engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def demo_stimuli(tmp_path_factory) -> Path:
+    """The demo stimulus set at 32 px, made once per test session."""
+    from stimuli.demo import make_demo
+
+    stimdir = tmp_path_factory.mktemp("demo") / "stimuli"
+    make_demo(stimdir, seed=0, size=32)
+    return stimdir
+
+
+SMALL_STUDY = """
+slug = "{slug}"
+title = "Test study"
+stimuli = "{stimuli}"
+models = {models}
+consent = "I agree."
+
+[design]
+type = "{design}"
+models_per_participant = {k}
+real_trials = {real}
+fake_trials = {fake}
+
+[practice]
+trials = 4
+
+[attention]
+catch_trials = 2
+instructed_trials = 1
+
+[recruitment]
+platform = "{platform}"
+target_per_model = {target}
+{extra}
+"""
+
+
+def write_study_config(
+    folder: Path,
+    stimuli: Path,
+    *,
+    slug: str = "t",
+    models: str = '["scenes/memoriser", "scenes/pca-gauss"]',
+    design: str = "one-model",
+    k: int = 1,
+    real: int = 10,
+    fake: int = 10,
+    platform: str = "link",
+    target: int = 3,
+    extra: str = "",
+) -> Path:
+    """A small study config file (few trials, two models) for tests."""
+    path = folder / f"{slug}.toml"
+    path.write_text(
+        SMALL_STUDY.format(
+            slug=slug,
+            stimuli=stimuli,
+            models=models,
+            design=design,
+            k=k,
+            real=real,
+            fake=fake,
+            platform=platform,
+            target=target,
+            extra=extra,
+        )
+    )
+    return path
+
+
+@pytest.fixture
+def make_study(app, demo_stimuli, tmp_path):
+    """make_study(**options) registers a small study on the demo set and returns its slug."""
+    from study_server.db import db
+    from study_server.studies import create_study
+    from study_server.studyconfig import load_config
+
+    def make(**options) -> str:
+        path = write_study_config(tmp_path, demo_stimuli, **options)
+        with app.app_context():
+            study = create_study(load_config(path))
+            slug = study.slug
+            db.session.remove()
+        return slug
+
+    return make

@@ -1,0 +1,81 @@
+"""The application factory and its configuration sources."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from flask import Flask
+from werkzeug.security import generate_password_hash
+
+from stimuli.errors import PerceptError
+from study_server.db import db, migrate
+
+DEV_SECRET = "dev"
+MIGRATIONS = os.path.join(os.path.dirname(__file__), "migrations")
+
+
+def defaults(instance_path: str) -> dict[str, Any]:
+    """Settings used unless the instance config, the environment or the caller say otherwise."""
+    return {
+        "SECRET_KEY": DEV_SECRET,
+        "SQLALCHEMY_DATABASE_URI": "sqlite:///" + os.path.join(instance_path, "percept.sqlite3"),
+        # Participant requests are small JSON bodies; anything bigger is refused unread.
+        "MAX_CONTENT_LENGTH": 16 * 1024,
+        "PRODUCTION": False,
+        "ADMIN_PASSWORD": None,
+        "ADMIN_PASSWORD_HASH": None,
+        "SESSION_COOKIE_HTTPONLY": True,
+        "SESSION_COOKIE_SAMESITE": "Lax",
+        "WTF_CSRF_TIME_LIMIT": None,
+    }
+
+
+def create_app(config: Mapping[str, Any] | None = None) -> Flask:
+    """A configured study server.
+
+    Settings are read in this order, later ones winning: defaults, the instance
+    folder's `config.py`, the environment (`DATABASE_URL`, `SECRET_KEY`, and any
+    `PERCEPT_<NAME>`), then `config`. With PRODUCTION true the app refuses to
+    start on a missing or default SECRET_KEY.
+    """
+    app = Flask(__name__, instance_relative_config=True)
+    app.config.from_mapping(defaults(app.instance_path))
+    app.config.from_pyfile("config.py", silent=True)
+    if os.environ.get("DATABASE_URL"):
+        app.config["SQLALCHEMY_DATABASE_URI"] = os.environ["DATABASE_URL"]
+    if os.environ.get("SECRET_KEY"):
+        app.config["SECRET_KEY"] = os.environ["SECRET_KEY"]
+    app.config.from_prefixed_env("PERCEPT")
+    if config:
+        app.config.from_mapping(config)
+    check_config(app)
+    if app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite:///"):
+        os.makedirs(app.instance_path, exist_ok=True)
+
+    db.init_app(app)
+    migrate.init_app(app, db, directory=MIGRATIONS)
+
+    from study_server import admin, participant
+
+    app.register_blueprint(participant.bp)
+    app.register_blueprint(admin.bp)
+    admin.csrf.init_app(app)
+    admin.csrf.exempt(participant.bp)
+    return app
+
+
+def check_config(app: Flask) -> None:
+    """Refuse unsafe production settings; keep only a hash of a plain admin password."""
+    secret = app.config.get("SECRET_KEY")
+    if app.config["PRODUCTION"] and (not secret or secret == DEV_SECRET or len(secret) < 16):
+        raise PerceptError(
+            "SECRET_KEY is missing or the development default: set SECRET_KEY in the "
+            "environment to a long random string, e.g. "
+            "`python -c 'import secrets; print(secrets.token_hex(32))'`"
+        )
+    password = app.config.pop("ADMIN_PASSWORD", None)
+    if password and not app.config.get("ADMIN_PASSWORD_HASH"):
+        app.config["ADMIN_PASSWORD_HASH"] = generate_password_hash(password)
+    app.config["ADMIN_PASSWORD"] = None

@@ -1,0 +1,279 @@
+"""Who judges which model, and the trial list each participant gets.
+
+A newcomer gets the least-filled model(s) of the study (active + completed
+participants; a session idle past the timeout stops counting), a trial list
+balanced between real and fake with no image twice, in an order seeded per
+participant. The same platform id coming back resumes its own session.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import secrets
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, select, update
+
+from study_server.db import db, utcnow
+from study_server.models import (
+    ACTIVE_STATES,
+    Generator,
+    Image,
+    Participant,
+    Response,
+    Study,
+    Trial,
+    participant_generator,
+)
+from study_server.studies import study_config
+from study_server.studyconfig import StudyConfig
+
+
+class AssignmentError(Exception):
+    """Why a participant cannot start: `code` is the API's error code."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who is asking, as the recruitment platform names them (all optional)."""
+
+    platform_pid: str | None = None
+    platform_study_id: str | None = None
+    platform_session_id: str | None = None
+    assignment_id: str | None = None
+    hit_id: str | None = None
+    turk_submit_to: str | None = None
+
+
+@dataclass(frozen=True)
+class ClientInfo:
+    screen_width: int | None = None
+    screen_height: int | None = None
+    device_pixel_ratio: float | None = None
+    user_agent: str | None = None
+
+
+@dataclass(frozen=True)
+class Planned:
+    block: str
+    kind: str
+    image_id: int
+    expected: str
+    planned_exposure_ms: float | None
+
+
+def hash_token(token: str) -> str:
+    """What is stored of a bearer token: its sha256 (tokens are long and random)."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def assign(study: Study, identity: Identity, client: ClientInfo) -> tuple[Participant, str, bool]:
+    """(participant, new bearer token, resumed?) for someone opening the study.
+
+    Raises AssignmentError when the study is full or this identity may not go on.
+    Commits: concurrent callers are serialised on the study's row.
+    """
+    config = study_config(study)
+    # Taking the study's write lock first makes counting and inserting one atomic step
+    # (a row lock on PostgreSQL, the database write lock on SQLite).
+    db.session.execute(
+        update(Study).where(Study.id == study.id).values(assignments=Study.assignments + 1)
+    )
+    now = utcnow()
+    token = secrets.token_urlsafe(32)
+    existing = None
+    if identity.platform_pid is not None:
+        existing = db.session.scalar(
+            select(Participant).where(
+                Participant.study_id == study.id,
+                Participant.platform == config.recruitment.platform,
+                Participant.platform_pid == identity.platform_pid,
+            )
+        )
+    if existing is not None:
+        try:
+            resume(existing, now)
+        except AssignmentError:
+            db.session.rollback()
+            raise
+        existing.token_hash = hash_token(token)
+        db.session.commit()
+        return existing, token, True
+
+    mark_abandoned(study, config, now)
+    seed = secrets.randbelow(2**31)
+    generators = least_filled(study, config, random.Random(seed))
+    participant = Participant(
+        study=study,
+        platform=config.recruitment.platform,
+        platform_pid=identity.platform_pid,
+        platform_study_id=identity.platform_study_id,
+        platform_session_id=identity.platform_session_id,
+        assignment_id=identity.assignment_id,
+        hit_id=identity.hit_id,
+        turk_submit_to=identity.turk_submit_to,
+        token_hash=hash_token(token),
+        state="consented",
+        seed=seed,
+        created_at=now,
+        last_seen_at=now,
+        screen_width=client.screen_width,
+        screen_height=client.screen_height,
+        device_pixel_ratio=client.device_pixel_ratio,
+        user_agent=client.user_agent,
+        generators=generators,
+    )
+    if config.timing.mode == "staircase":
+        participant.staircase_ms = float(config.timing.staircase.start_ms)
+    db.session.add(participant)
+    pools = image_pools(study, {g.dataset for g in generators})
+    for position, p in enumerate(plan_trials(config, generators, pools, seed)):
+        db.session.add(
+            Trial(
+                participant=participant,
+                position=position,
+                block=p.block,
+                kind=p.kind,
+                image_id=p.image_id,
+                expected=p.expected,
+                planned_exposure_ms=p.planned_exposure_ms,
+            )
+        )
+    db.session.commit()
+    return participant, token, False
+
+
+def resume(participant: Participant, now: datetime) -> None:
+    """Let a returning participant go on with their own session, if it is still open."""
+    if participant.state == "completed":
+        raise AssignmentError("already_completed", "this study is already completed")
+    if participant.state == "returned":
+        raise AssignmentError("returned", "this session was returned and cannot go on")
+    if participant.state == "abandoned":
+        participant.state = resumed_state(participant)
+    participant.last_seen_at = now
+
+
+def resumed_state(participant: Participant) -> str:
+    """The state an abandoned session goes back to, from what it has answered."""
+    blocks = set(
+        db.session.scalars(
+            select(Trial.block).join(Response).where(Trial.participant_id == participant.id)
+        )
+    )
+    return "main" if "main" in blocks else "practice" if "practice" in blocks else "consented"
+
+
+def mark_abandoned(study: Study, config: StudyConfig, now: datetime) -> None:
+    """Sessions idle past the timeout stop holding a place (they may still come back)."""
+    cutoff = now - timedelta(minutes=config.recruitment.idle_timeout_minutes)
+    db.session.execute(
+        update(Participant)
+        .where(
+            Participant.study_id == study.id,
+            Participant.state.in_(ACTIVE_STATES),
+            Participant.last_seen_at < cutoff,
+        )
+        .values(state="abandoned")
+    )
+
+
+def filled(study: Study) -> dict[int, int]:
+    """Participants holding a place per generator id: active or completed."""
+    rows = db.session.execute(
+        select(participant_generator.c.generator_id, func.count())
+        .join(Participant, Participant.id == participant_generator.c.participant_id)
+        .where(
+            Participant.study_id == study.id,
+            Participant.state.in_((*ACTIVE_STATES, "completed")),
+        )
+        .group_by(participant_generator.c.generator_id)
+    )
+    return dict(rows.all())
+
+
+def least_filled(study: Study, config: StudyConfig, rng: random.Random) -> list[Generator]:
+    """The k generators with most room left, ties broken at random; full when fewer have room."""
+    k = config.design.models_per_participant
+    counts = filled(study)
+    open_ = [g for g in study.generators if counts.get(g.id, 0) < g.target]
+    if len(open_) < k:
+        raise AssignmentError("study_full", "this study has all the participants it needs")
+    order = sorted(open_, key=lambda g: (counts.get(g.id, 0), rng.random()))
+    return sorted(order[:k], key=lambda g: g.id)
+
+
+Pools = dict[tuple[str, str, str, int | None], list[int]]
+
+
+def image_pools(study: Study, datasets: set[str]) -> Pools:
+    """Image ids by (dataset, role, source, generator id), sorted for reproducible draws."""
+    pools: Pools = defaultdict(list)
+    rows = db.session.execute(
+        select(Image.id, Image.dataset, Image.role, Image.source, Image.generator_id)
+        .where(Image.study_id == study.id, Image.dataset.in_(datasets))
+        .order_by(Image.id)
+    )
+    for image_id, dataset, role, source, generator_id in rows:
+        pools[dataset, role, source, generator_id].append(image_id)
+    return pools
+
+
+def plan_trials(
+    config: StudyConfig, generators: list[Generator], pools: Pools, seed: int
+) -> list[Planned]:
+    """Practice block then main block, each shuffled; a pure function of its inputs."""
+    rng = random.Random(seed)
+    k = len(generators)
+    datasets = sorted({g.dataset for g in generators})
+    timing = config.timing
+    exposure = float(timing.exposure_ms) if timing.mode == "fixed" else None
+
+    def draw(pool: list[int], n: int) -> list[int]:
+        return rng.sample(pool, n)
+
+    def merged(role: str, source: str) -> list[int]:
+        return sorted(
+            i
+            for (dataset, r, s, _), ids in pools.items()
+            if dataset in datasets and r == role and s == source
+            for i in ids
+        )
+
+    n_fake = config.practice.trials // 2
+    practice = [
+        Planned("practice", "stimulus", i, "real", exposure)
+        for i in draw(merged("practice", "real"), config.practice.trials - n_fake)
+    ] + [
+        Planned("practice", "stimulus", i, "fake", exposure)
+        for i in draw(merged("practice", "fake"), n_fake)
+    ]
+    rng.shuffle(practice)
+
+    main: list[Planned] = []
+    reals_per_dataset: dict[str, int] = defaultdict(int)
+    for g in generators:
+        reals_per_dataset[g.dataset] += config.design.real_trials // k
+        fakes = draw(
+            pools.get((g.dataset, "main", "fake", g.id), []), config.design.fake_trials // k
+        )
+        main += [Planned("main", "stimulus", i, "fake", exposure) for i in fakes]
+    for dataset in datasets:
+        reals = draw(pools.get((dataset, "main", "real", None), []), reals_per_dataset[dataset])
+        main += [Planned("main", "stimulus", i, "real", exposure) for i in reals]
+    attention = config.attention
+    checks = draw(merged("catch", "fake"), attention.catch_trials + attention.instructed_trials)
+    main += [Planned("main", "catch", i, "fake", None) for i in checks[: attention.catch_trials]]
+    main += [
+        Planned("main", "instructed", i, rng.choice(("real", "fake")), None)
+        for i in checks[attention.catch_trials :]
+    ]
+    rng.shuffle(main)
+    return practice + main

@@ -1,0 +1,188 @@
+"""Tables of the study server. Times are naive UTC; correctness lives only here.
+
+Study ─< Generator (dataset + model, with its participant target)
+Study ─< Image (per-study opaque public id; source, generator, role)
+Study ─< Participant >─< Generator (assigned models) ; Participant ─< Trial ─ Response
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, CheckConstraint, ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from study_server.db import db, utcnow
+
+SOURCES = ("real", "fake")
+ROLES = ("main", "practice", "catch")
+BLOCKS = ("practice", "main")
+# stimulus: an image judged for the study; catch: an unmistakable fake shown without a
+# time limit; instructed: "press REAL (or FAKE) for this one".
+KINDS = ("stimulus", "catch", "instructed")
+CHOICES = ("real", "fake")
+ACTIVE_STATES = ("consented", "practice", "main")
+STATES = (*ACTIVE_STATES, "completed", "abandoned", "returned")
+PLATFORMS = ("prolific", "mturk", "link")
+
+
+def _one_of(column: str, values: tuple[str, ...]) -> CheckConstraint:
+    quoted = ", ".join(f"'{v}'" for v in values)
+    return CheckConstraint(f"{column} IN ({quoted})", name=f"{column}_valid")
+
+
+participant_generator = db.Table(
+    "participant_generator",
+    db.Column("participant_id", ForeignKey("participant.id"), primary_key=True),
+    db.Column("generator_id", ForeignKey("generator.id"), primary_key=True),
+)
+
+
+class Study(db.Model):
+    id: Mapped[int] = mapped_column(primary_key=True)
+    slug: Mapped[str] = mapped_column(String(64), unique=True)
+    title: Mapped[str] = mapped_column(String(200))
+    # The validated study config (study_server.studyconfig.StudyConfig.to_dict()).
+    config: Mapped[dict[str, Any]] = mapped_column(JSON)
+    stimuli_dir: Mapped[str] = mapped_column(Text)
+    # Secret salt for hashing platform ids in exports.
+    salt: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Bumped by every assignment: the UPDATE takes the study's write lock on both databases.
+    assignments: Mapped[int] = mapped_column(default=0)
+
+    generators: Mapped[list[Generator]] = relationship(
+        back_populates="study", order_by="Generator.id"
+    )
+
+
+class Generator(db.Model):
+    __table_args__ = (UniqueConstraint("study_id", "dataset", "model"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("study.id"), index=True)
+    dataset: Mapped[str] = mapped_column(String(100))
+    model: Mapped[str] = mapped_column(String(100))
+    target: Mapped[int]
+
+    study: Mapped[Study] = relationship(back_populates="generators")
+
+    @property
+    def name(self) -> str:
+        return f"{self.dataset}/{self.model}"
+
+
+class Image(db.Model):
+    __table_args__ = (
+        UniqueConstraint("study_id", "sha256"),
+        _one_of("source", SOURCES),
+        _one_of("role", ROLES),
+        Index("ix_image_pool", "study_id", "dataset", "role", "source"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("study.id"))
+    # What participants see in URLs: random, unrelated to content, source or model.
+    public_id: Mapped[str] = mapped_column(String(32), unique=True)
+    sha256: Mapped[str] = mapped_column(String(64))
+    dataset: Mapped[str] = mapped_column(String(100))
+    source: Mapped[str] = mapped_column(String(8))
+    generator_id: Mapped[int | None] = mapped_column(ForeignKey("generator.id"))
+    role: Mapped[str] = mapped_column(String(8))
+    original_path: Mapped[str] = mapped_column(Text)
+    width: Mapped[int]
+    height: Mapped[int]
+
+    study: Mapped[Study] = relationship()
+    generator: Mapped[Generator | None] = relationship()
+
+
+class Participant(db.Model):
+    __table_args__ = (
+        # One session per platform identity and study, even under concurrent sign-ups.
+        UniqueConstraint("study_id", "platform", "platform_pid"),
+        _one_of("state", STATES),
+        _one_of("platform", PLATFORMS),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("study.id"), index=True)
+    platform: Mapped[str] = mapped_column(String(16))
+    # PROLIFIC_PID, MTurk workerId, or for plain links the browser's own client id.
+    platform_pid: Mapped[str | None] = mapped_column(String(200))
+    platform_study_id: Mapped[str | None] = mapped_column(String(200))
+    platform_session_id: Mapped[str | None] = mapped_column(String(200))
+    assignment_id: Mapped[str | None] = mapped_column(String(200))
+    hit_id: Mapped[str | None] = mapped_column(String(200))
+    turk_submit_to: Mapped[str | None] = mapped_column(String(500))
+    # sha256 of the bearer token; the token itself is never stored.
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    state: Mapped[str] = mapped_column(String(16), default="consented")
+    seed: Mapped[int]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_seen_at: Mapped[datetime] = mapped_column(default=utcnow)
+    completed_at: Mapped[datetime | None]
+    completion_code: Mapped[str | None] = mapped_column(String(100))
+    screen_width: Mapped[int | None]
+    screen_height: Mapped[int | None]
+    device_pixel_ratio: Mapped[float | None]
+    user_agent: Mapped[str | None] = mapped_column(String(1000))
+    # Current exposure of the adaptive staircase, when the study uses one.
+    staircase_ms: Mapped[float | None]
+
+    study: Mapped[Study] = relationship()
+    generators: Mapped[list[Generator]] = relationship(
+        secondary=participant_generator, order_by="Generator.id"
+    )
+    trials: Mapped[list[Trial]] = relationship(
+        back_populates="participant", order_by="Trial.position"
+    )
+
+
+class Trial(db.Model):
+    __table_args__ = (
+        UniqueConstraint("participant_id", "position"),
+        _one_of("block", BLOCKS),
+        _one_of("kind", KINDS),
+        _one_of("expected", CHOICES),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    participant_id: Mapped[int] = mapped_column(ForeignKey("participant.id"))
+    position: Mapped[int]
+    block: Mapped[str] = mapped_column(String(8))
+    kind: Mapped[str] = mapped_column(String(12))
+    image_id: Mapped[int] = mapped_column(ForeignKey("image.id"))
+    # The right answer: the image's source, "fake" for catch images, the instructed choice.
+    expected: Mapped[str] = mapped_column(String(4))
+    # None: the image stays until the response (unlimited exposure, attention checks).
+    planned_exposure_ms: Mapped[float | None]
+
+    participant: Mapped[Participant] = relationship(back_populates="trials")
+    image: Mapped[Image] = relationship()
+    response: Mapped[Response | None] = relationship(back_populates="trial")
+
+
+class Response(db.Model):
+    __table_args__ = (_one_of("choice", CHOICES),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    # Unique: a trial is answered at most once, whatever the network does.
+    trial_id: Mapped[int] = mapped_column(ForeignKey("trial.id"), unique=True)
+    choice: Mapped[str] = mapped_column(String(4))
+    correct: Mapped[bool]
+    rt_ms: Mapped[float]
+    onset_ms: Mapped[float | None]
+    displayed_ms: Mapped[float | None]
+    frames: Mapped[int | None]
+    frame_ms: Mapped[float | None]
+    valid: Mapped[bool] = mapped_column(default=True)
+    invalid_reason: Mapped[str | None] = mapped_column(String(200))
+    input: Mapped[str | None] = mapped_column(String(16))
+    client_sent_at: Mapped[float | None]
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # The request body as received, to tell a replay (same body) from a conflict.
+    body: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+    trial: Mapped[Trial] = relationship(back_populates="response")

@@ -1,0 +1,312 @@
+"""Participant-facing routes: the JSON API the trial runner talks to, and stimulus bytes.
+
+Views parse and check input, call one domain function and turn its result or
+error into JSON. Every error is JSON ({"error": code, "message": text}) and a
+request that fails changes nothing in the database.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+from flask import Blueprint, Response, abort, jsonify, render_template, request
+from sqlalchemy import select
+from werkzeug.exceptions import HTTPException
+
+from stimuli.manifest import image_path
+from study_server.assignment import (
+    AssignmentError,
+    ClientInfo,
+    Identity,
+    assign,
+    hash_token,
+    resume,
+)
+from study_server.db import db, utcnow
+from study_server.models import Image, Participant, Study, Trial
+from study_server.responses import ResponseError, complete, record, validate, withdraw
+from study_server.studies import study_config
+
+bp = Blueprint("participant", __name__)
+
+PROLIFIC_DONE = "https://app.prolific.com/submissions/complete"
+MTURK_PREVIEW = "ASSIGNMENT_ID_NOT_AVAILABLE"
+# Only MTurk's own hosts may receive the completion form (no open redirect).
+MTURK_HOSTS = re.compile(r"^https://(www|workersandbox)\.mturk\.com/?$")
+PLATFORM_FIELDS = {
+    "prolific": ("prolific_pid", "study_id", "session_id"),
+    "mturk": ("worker_id", "assignment_id", "hit_id", "turk_submit_to"),
+    "link": ("client_id",),
+}
+ID_TEXT = re.compile(r"^[A-Za-z0-9._~:/+=-]{1,200}$")
+# Stimuli never change, and every image gets exactly these headers (nothing else differs).
+IMAGE_HEADERS = {
+    "Content-Type": "image/png",
+    "Cache-Control": "public, max-age=31536000, immutable",
+    "X-Content-Type-Options": "nosniff",
+}
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str):
+        super().__init__(message)
+        self.status, self.code = status, code
+
+
+def error(status: int, code: str, message: str):
+    return jsonify(error=code, message=message), status
+
+
+@bp.app_errorhandler(ApiError)
+def api_error(e: ApiError):
+    db.session.rollback()
+    return error(e.status, e.code, str(e))
+
+
+@bp.app_errorhandler(ResponseError)
+def response_error(e: ResponseError):
+    db.session.rollback()
+    return error(e.status, e.code, str(e))
+
+
+@bp.app_errorhandler(HTTPException)
+def http_error(e: HTTPException):
+    # JSON for the API, Flask's own pages elsewhere.
+    if request.path.startswith(("/api/", "/i/")):
+        db.session.rollback()
+        code = (e.name or "error").lower().replace(" ", "_")
+        return error(e.code or 500, code, e.description or e.name)
+    return e
+
+
+def json_body() -> dict[str, Any]:
+    if request.content_length is None and not request.data:
+        raise ApiError(400, "bad_request", "the body must be a JSON object")
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise ApiError(400, "bad_request", "the body must be a JSON object (application/json)")
+    return body
+
+
+def current_participant() -> Participant:
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise ApiError(401, "unauthorized", "a bearer token is required")
+    participant = db.session.scalar(
+        select(Participant).where(Participant.token_hash == hash_token(token.strip()))
+    )
+    if participant is None:
+        raise ApiError(401, "unauthorized", "unknown or expired token")
+    return participant
+
+
+def study_or_404(slug: str) -> Study:
+    study = db.session.scalar(select(Study).where(Study.slug == slug))
+    if study is None:
+        raise ApiError(404, "unknown_study", "no such study")
+    return study
+
+
+@bp.post("/api/v1/studies/<slug>/participants")
+def create_participant(slug: str):
+    body = json_body()
+    study = study_or_404(slug)
+    platform = study_config(study).recruitment.platform
+    fields = PLATFORM_FIELDS[platform]
+    unknown = sorted(set(body) - {*fields, "consent", "screen", "user_agent"})
+    if unknown:
+        raise ApiError(400, "unknown_field", f"unknown field {unknown[0]!r} for a {platform} study")
+    if body.get("consent") is not True:
+        raise ApiError(400, "consent_required", "consent must be true to take part")
+    ids = {name: _id_text(body, name) for name in fields}
+    if platform == "mturk" and ids["assignment_id"] == MTURK_PREVIEW:
+        return jsonify(preview=True, state=None), 200
+    if platform == "prolific" and ids["prolific_pid"] is None:
+        raise ApiError(400, "missing_field", "prolific_pid is required (from PROLIFIC_PID)")
+    if platform == "mturk":
+        for name in fields:
+            if ids[name] is None:
+                raise ApiError(400, "missing_field", f"{name} is required for an MTurk study")
+        if not MTURK_HOSTS.match(ids["turk_submit_to"]):
+            raise ApiError(400, "bad_field", "turk_submit_to must be MTurk's own submit host")
+    identity = Identity(
+        platform_pid=ids.get("prolific_pid") or ids.get("worker_id") or ids.get("client_id"),
+        platform_study_id=ids.get("study_id"),
+        platform_session_id=ids.get("session_id"),
+        assignment_id=ids.get("assignment_id"),
+        hit_id=ids.get("hit_id"),
+        turk_submit_to=ids.get("turk_submit_to"),
+    )
+    try:
+        participant, token, resumed = assign(study, identity, _client_info(body))
+    except AssignmentError as e:
+        raise ApiError(409, e.code, str(e)) from None
+    return jsonify(token=token, state=participant.state, resumed=resumed), 200 if resumed else 201
+
+
+def _id_text(body: dict[str, Any], name: str) -> str | None:
+    value = body.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not ID_TEXT.match(value):
+        raise ApiError(400, "bad_field", f"{name} must be 1-200 URL-safe characters")
+    return value
+
+
+def _client_info(body: dict[str, Any]) -> ClientInfo:
+    screen = body.get("screen", {})
+    if not isinstance(screen, dict) or set(screen) - {"width", "height", "device_pixel_ratio"}:
+        raise ApiError(400, "bad_field", "screen must be {width, height, device_pixel_ratio}")
+    for name in ("width", "height"):
+        value = screen.get(name)
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= 100_000
+        ):
+            raise ApiError(400, "bad_field", f"screen.{name} must be a positive integer")
+    dpr = screen.get("device_pixel_ratio")
+    if dpr is not None and (
+        isinstance(dpr, bool) or not isinstance(dpr, int | float) or not 0 < dpr <= 20
+    ):
+        raise ApiError(400, "bad_field", "screen.device_pixel_ratio must be a number up to 20")
+    ua = body.get("user_agent")
+    if ua is not None and (not isinstance(ua, str) or len(ua) > 1000):
+        raise ApiError(400, "bad_field", "user_agent must be a string of at most 1000 characters")
+    return ClientInfo(screen.get("width"), screen.get("height"), dpr, ua)
+
+
+@bp.get("/api/v1/session")
+def get_session():
+    participant = current_participant()
+    if participant.state not in ("completed", "returned"):
+        resume(participant, utcnow())
+        db.session.commit()
+    return jsonify(session_json(participant))
+
+
+def session_json(participant: Participant) -> dict[str, Any]:
+    """What the trial runner needs, and nothing that tells real from fake."""
+    study = participant.study
+    config = study_config(study)
+    rows = db.session.execute(
+        select(Trial, Image.public_id)
+        .join(Image, Trial.image_id == Image.id)
+        .where(Trial.participant_id == participant.id)
+        .order_by(Trial.position)
+    ).all()
+    answered = {t.id for t, _ in rows if t.response is not None}
+    trials = []
+    for trial, public_id in rows:
+        item: dict[str, Any] = {
+            "id": trial.id,
+            "position": trial.position,
+            "block": trial.block,
+            "image": f"/i/{public_id}.png",
+            "exposure_ms": trial.planned_exposure_ms,
+            "answered": trial.id in answered,
+        }
+        if trial.kind == "instructed":
+            item["instruction"] = trial.expected
+        trials.append(item)
+    data: dict[str, Any] = {
+        "state": participant.state,
+        "study": {
+            "slug": study.slug,
+            "title": study.title,
+            "instructions": config.instructions,
+            "platform": config.recruitment.platform,
+            "timing": {
+                "mode": config.timing.mode,
+                "fixation_ms": config.timing.fixation_ms,
+                "exposure_ms": config.timing.exposure_ms,
+                "mask_ms": config.timing.mask_ms,
+            },
+            "response": {
+                "real_key": config.response.real_key,
+                "fake_key": config.response.fake_key,
+                "buttons": config.response.buttons,
+                "break_every": config.response.break_every,
+            },
+            "device": {
+                "min_width": config.device.min_width,
+                "min_height": config.device.min_height,
+                "fullscreen": config.device.fullscreen,
+            },
+            "practice_feedback": config.practice.feedback,
+        },
+        "staircase_ms": participant.staircase_ms,
+        "trials": trials,
+    }
+    if participant.state == "completed":
+        data["completion"] = completion_json(participant)
+    return data
+
+
+def completion_json(participant: Participant) -> dict[str, Any]:
+    """The code, and where the browser goes next for this participant's platform."""
+    code = participant.completion_code or ""
+    config = study_config(participant.study)
+    data: dict[str, Any] = {"completion_code": code, "redirect_url": None}
+    if participant.platform == "prolific":
+        data["redirect_url"] = f"{PROLIFIC_DONE}?{urlencode({'cc': code})}"
+    elif participant.platform == "mturk":
+        data["mturk_submit"] = {
+            "action": participant.turk_submit_to.rstrip("/") + "/mturk/externalSubmit",
+            "assignmentId": participant.assignment_id,
+        }
+    elif config.recruitment.completion_url:
+        data["redirect_url"] = config.recruitment.completion_url
+    return data
+
+
+@bp.put("/api/v1/trials/<int:trial_id>/response")
+def put_response(trial_id: int):
+    participant = current_participant()
+    body = validate(json_body())
+    response, trial = record(participant, trial_id, body)
+    data: dict[str, Any] = {
+        "trial_id": trial.id,
+        "received_at": response.received_at.isoformat() + "Z",
+    }
+    if trial.block == "practice" and study_config(participant.study).practice.feedback:
+        data["feedback"] = {"correct": response.correct}
+    return jsonify(data), 200
+
+
+@bp.post("/api/v1/session/complete")
+def post_complete():
+    participant = current_participant()
+    complete(participant)
+    return jsonify(completion_json(participant)), 200
+
+
+@bp.post("/api/v1/session/return")
+def post_return():
+    participant = current_participant()
+    withdraw(participant)
+    return jsonify(state=participant.state), 200
+
+
+@bp.get("/i/<public_id>.png")
+def image(public_id: str):
+    row = db.session.execute(
+        select(Image.sha256, Study.stimuli_dir)
+        .join(Study, Image.study_id == Study.id)
+        .where(Image.public_id == public_id)
+    ).first()
+    if row is None:
+        abort(404)
+    data = image_path(Path(row.stimuli_dir), row.sha256).read_bytes()
+    return Response(data, headers=IMAGE_HEADERS)
+
+
+@bp.get("/s/<slug>")
+def landing(slug: str):
+    """The study's entry page; the trial runner itself arrives with issue 5."""
+    study = db.session.scalar(select(Study).where(Study.slug == slug))
+    if study is None:
+        abort(404)
+    return render_template("participant/landing.html", study=study, config=study_config(study))

@@ -1,0 +1,165 @@
+"""Recording a participant's answers exactly once, and closing their session.
+
+Correctness is computed here from the trial's expected answer; the browser
+never learns it except as feedback on practice trials when the study asks for it.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+
+from study_server.assignment import resumed_state
+from study_server.db import db, utcnow
+from study_server.models import Participant, Response, Trial
+from study_server.studies import study_config
+
+
+class ResponseError(Exception):
+    """A request that cannot be honoured: `status` and `code` go into the JSON error."""
+
+    def __init__(self, status: int, code: str, message: str):
+        super().__init__(message)
+        self.status, self.code = status, code
+
+
+# name -> (types, low, high); "choice" is checked separately. Anything else is refused.
+NUMBER = (int, float)
+FIELDS: dict[str, tuple[tuple[type, ...], float | None, float | None]] = {
+    "rt_ms": (NUMBER, 0, 3_600_000),
+    "onset_ms": (NUMBER, 0, 1e12),
+    "displayed_ms": (NUMBER, 0, 3_600_000),
+    "frames": ((int,), 0, 1_000_000),
+    "frame_ms": (NUMBER, 0, 1000),
+    "valid": ((bool,), None, None),
+    "invalid_reason": ((str,), 1, 200),
+    "input": ((str,), 1, 16),
+    "client_sent_at": (NUMBER, 0, 1e14),
+}
+REQUIRED = ("choice", "rt_ms")
+
+
+def validate(body: Any) -> dict[str, Any]:
+    """The response body, checked field by field; ResponseError(400) names the bad field."""
+    if not isinstance(body, dict):
+        raise ResponseError(400, "bad_request", "the body must be a JSON object")
+    unknown = sorted(set(body) - set(FIELDS) - {"choice"})
+    if unknown:
+        raise ResponseError(400, "unknown_field", f"unknown field {unknown[0]!r}")
+    for name in REQUIRED:
+        if name not in body:
+            raise ResponseError(400, "missing_field", f"{name} is required")
+    if body["choice"] not in ("real", "fake"):
+        raise ResponseError(400, "bad_field", "choice must be 'real' or 'fake'")
+    for name, value in body.items():
+        if name == "choice" or (value is None and name not in REQUIRED):
+            continue
+        types, low, high = FIELDS[name]
+        # bool is an int in Python, but true is not a number of milliseconds.
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+            raise ResponseError(400, "bad_field", f"{name} has the wrong type")
+        if isinstance(value, str):
+            if not low <= len(value) <= high:
+                raise ResponseError(400, "bad_field", f"{name} must be {low} to {high} characters")
+        elif low is not None and not (low <= value <= high and value == value):
+            raise ResponseError(400, "bad_field", f"{name} must be between {low} and {high}")
+    return body
+
+
+def record(participant: Participant, trial_id: int, body: dict[str, Any]) -> tuple[Response, Trial]:
+    """Store the answer to one trial, once: the same body again returns the stored answer.
+
+    Raises ResponseError: 404 for a trial that is not this participant's, 409 for a
+    different answer to an answered trial or a practice answer once the main block began.
+    """
+    trial = db.session.get(Trial, trial_id)
+    if trial is None or trial.participant_id != participant.id:
+        raise ResponseError(404, "unknown_trial", "no such trial in this session")
+    stored = trial.response
+    if stored is not None:
+        return same_or_conflict(stored, body), trial
+    if participant.state in ("completed", "returned"):
+        raise ResponseError(409, "session_closed", f"this session is {participant.state}")
+    if participant.state == "abandoned":
+        participant.state = resumed_state(participant)
+    if trial.block == "practice" and participant.state == "main":
+        raise ResponseError(409, "practice_over", "the main block has begun; practice is over")
+
+    now = utcnow()
+    response = Response(
+        trial=trial,
+        choice=body["choice"],
+        correct=body["choice"] == trial.expected,
+        rt_ms=float(body["rt_ms"]),
+        onset_ms=body.get("onset_ms"),
+        displayed_ms=body.get("displayed_ms"),
+        frames=body.get("frames"),
+        frame_ms=body.get("frame_ms"),
+        valid=body.get("valid", True),
+        invalid_reason=body.get("invalid_reason"),
+        input=body.get("input"),
+        client_sent_at=body.get("client_sent_at"),
+        received_at=now,
+        body=body,
+    )
+    db.session.add(response)
+    if trial.block == "main":
+        participant.state = "main"
+    elif participant.state == "consented":
+        participant.state = "practice"
+    participant.last_seen_at = now
+    try:
+        db.session.commit()
+    except IntegrityError:
+        # The same trial answered at the same moment by a retry: the first one stands.
+        db.session.rollback()
+        stored = db.session.scalar(select(Response).where(Response.trial_id == trial_id))
+        if stored is None:
+            raise
+        return same_or_conflict(stored, body), stored.trial
+    return response, trial
+
+
+def same_or_conflict(stored: Response, body: dict[str, Any]) -> Response:
+    if stored.body != body:
+        raise ResponseError(409, "conflict", "this trial was already answered differently")
+    return stored
+
+
+def complete(participant: Participant) -> str:
+    """Close a session whose main trials are all answered; returns the completion code."""
+    if participant.state == "completed":
+        return participant.completion_code or ""
+    if participant.state == "returned":
+        raise ResponseError(409, "session_closed", f"this session is {participant.state}")
+    missing = db.session.scalar(
+        select(func.count())
+        .select_from(Trial)
+        .outerjoin(Response)
+        .where(Trial.participant_id == participant.id, Trial.block == "main", Response.id.is_(None))
+    )
+    if missing:
+        raise ResponseError(409, "incomplete", f"{missing} main trial(s) are not answered yet")
+    config = study_config(participant.study)
+    participant.completion_code = config.recruitment.completion_code or _personal_code()
+    participant.state = "completed"
+    participant.completed_at = participant.last_seen_at = utcnow()
+    db.session.commit()
+    return participant.completion_code
+
+
+def withdraw(participant: Participant) -> None:
+    """The participant gave up (returned the study): their place goes to someone else."""
+    if participant.state == "completed":
+        raise ResponseError(409, "session_closed", "this session is completed")
+    participant.state = "returned"
+    participant.last_seen_at = utcnow()
+    db.session.commit()
+
+
+def _personal_code() -> str:
+    alphabet = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
+    return "".join(secrets.choice(alphabet) for _ in range(10))

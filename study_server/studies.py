@@ -1,0 +1,172 @@
+"""Registering a study: its config, its generators and its images from a stimulus folder."""
+
+from __future__ import annotations
+
+import secrets
+from collections import Counter
+from pathlib import Path
+
+from sqlalchemy import func, select
+
+from stimuli.errors import PerceptError
+from stimuli.manifest import MANIFEST, image_path, read_manifest
+from study_server.db import db
+from study_server.models import Generator, Image, Study
+from study_server.studyconfig import StudyConfig, parse_config
+
+
+def create_study(config: StudyConfig) -> Study:
+    """Add a study and its images to the database; nothing is written if a check fails."""
+    if db.session.scalar(select(Study.id).where(Study.slug == config.slug)) is not None:
+        raise PerceptError(
+            f"slug: a study called {config.slug!r} already exists; choose another slug"
+        )
+    stimdir = Path(config.stimuli)
+    rows = read_manifest(stimdir)
+    models = _chosen_models(config, rows, stimdir)
+    chosen_datasets = {name.split("/")[0] for name in models}
+    rows = [r for r in rows if r["dataset"] in chosen_datasets]
+    _check_pools(config, rows, models, stimdir)
+    missing = [r for r in rows if not image_path(stimdir, r["sha256"]).is_file()]
+    if missing:
+        raise PerceptError(
+            f"{image_path(stimdir, missing[0]['sha256'])}: missing image file "
+            f"({len(missing)} listed in {MANIFEST} are missing); re-run `percept stimuli ingest`"
+        )
+
+    study = Study(
+        slug=config.slug,
+        title=config.title,
+        config=config.to_dict(),
+        stimuli_dir=str(stimdir.resolve()),
+        salt=secrets.token_hex(16),
+    )
+    db.session.add(study)
+    generators = {}
+    for name in models:
+        dataset, model = name.split("/")
+        generators[name] = Generator(
+            study=study, dataset=dataset, model=model, target=config.recruitment.target_per_model
+        )
+        db.session.add(generators[name])
+    for r in rows:
+        name = f"{r['dataset']}/{r['model']}"
+        if r["source"] == "fake" and r["role"] != "catch" and name not in generators:
+            continue  # another model of the same dataset, not in this study
+        db.session.add(
+            Image(
+                study=study,
+                public_id=secrets.token_urlsafe(12),
+                sha256=r["sha256"],
+                dataset=r["dataset"],
+                source=r["source"],
+                generator=generators.get(name) if r["role"] != "catch" else None,
+                role=r["role"],
+                original_path=r["original_path"],
+                width=int(r["width"]),
+                height=int(r["height"]),
+            )
+        )
+    db.session.commit()
+    return study
+
+
+def study_summary(study: Study) -> str:
+    """Lines naming each model with its participant target and image count."""
+    counts = dict(
+        db.session.execute(
+            select(Image.generator_id, func.count())
+            .where(Image.study_id == study.id)
+            .group_by(Image.generator_id)
+        ).all()
+    )
+    lines = [
+        f"  {g.name}: {counts.get(g.id, 0)} images, target {g.target} participants"
+        for g in study.generators
+    ]
+    lines.append(f"  real and catch images: {counts.get(None, 0)}")
+    return "\n".join(lines)
+
+
+def study_config(study: Study) -> StudyConfig:
+    """The validated config a study was created with."""
+    return parse_config(study.config, where=f"study {study.slug}")
+
+
+def _chosen_models(config: StudyConfig, rows: list[dict[str, str]], stimdir: Path) -> list[str]:
+    available = sorted(
+        {f"{r['dataset']}/{r['model']}" for r in rows if r["source"] == "fake" and r["model"]}
+    )
+    if config.models == "all":
+        return available
+    unknown = [m for m in config.models if m not in available]
+    if unknown:
+        raise PerceptError(
+            f"models: {unknown[0]!r} is not in {stimdir / MANIFEST}; "
+            f"it has {', '.join(available) or 'no models'}"
+        )
+    return list(config.models)
+
+
+def _check_pools(
+    config: StudyConfig, rows: list[dict[str, str]], models: list[str], stimdir: Path
+) -> None:
+    """Every participant must be able to get a full trial list with no image twice."""
+    k = config.design.models_per_participant
+    if len(models) < k:
+        raise PerceptError(
+            f"design.models_per_participant: {k} models per participant, "
+            f"but the study has only {len(models)}"
+        )
+    count = Counter(
+        (r["dataset"], r["role"], r["source"], r["model"] if r["source"] == "fake" else "")
+        for r in rows
+    )
+    where = stimdir / MANIFEST
+
+    def need(key: str, needed: int, have: int, what: str) -> None:
+        if have < needed:
+            raise PerceptError(
+                f"{key}: each participant needs {needed} {what}, but {where} has only {have}"
+            )
+
+    per_model_fakes = config.design.fake_trials // k
+    for name in models:
+        dataset, model = name.split("/")
+        need(
+            "design.fake_trials",
+            per_model_fakes,
+            count[dataset, "main", "fake", model],
+            f"main images of {name}",
+        )
+    for dataset in sorted({m.split("/")[0] for m in models}):
+        need(
+            "design.real_trials",
+            config.design.real_trials,
+            count[dataset, "main", "real", ""],
+            f"real main images of dataset {dataset}",
+        )
+        practice_fakes = sum(
+            count[dataset, "practice", "fake", m.split("/")[1]]
+            for m in models
+            if m.split("/")[0] == dataset
+        )
+        need(
+            "practice.trials",
+            config.practice.trials - config.practice.trials // 2,
+            count[dataset, "practice", "real", ""],
+            f"real practice images of dataset {dataset}",
+        )
+        need(
+            "practice.trials",
+            config.practice.trials // 2,
+            practice_fakes,
+            f"fake practice images of dataset {dataset}",
+        )
+        catch = sum(n for key, n in count.items() if key[:2] == (dataset, "catch"))
+        need(
+            "attention.catch_trials",
+            config.attention.catch_trials + config.attention.instructed_trials,
+            catch,
+            f"catch images of dataset {dataset} (catch_trials + instructed_trials)",
+        )
