@@ -20,14 +20,18 @@ def upgrade_schema(app: Flask) -> None:
 
 def require_current_schema(app: Flask) -> None:
     """A clear error when the database is missing tables or migrations."""
-    head = ScriptDirectory.from_config(app.extensions["migrate"].migrate.get_config(MIGRATIONS))
-    with app.app_context(), db.engine.connect() as connection:
-        current = MigrationContext.configure(connection).get_current_revision()
-    if current != head.get_current_head():
+    with app.app_context():
+        script = ScriptDirectory.from_config(
+            app.extensions["migrate"].migrate.get_config(MIGRATIONS)
+        )
+        with db.engine.connect() as connection:
+            current = MigrationContext.configure(connection).get_current_revision()
+    head = script.get_current_head()
+    if current != head:
         url = db_url_for_humans(app)
         raise PerceptError(
             f"{url}: database schema is at {current or 'nothing'}, the server needs "
-            f"{head.get_current_head()}; run `percept db upgrade --db {url}`"
+            f"{head}; run `percept db upgrade --db {url}`"
         )
 
 
