@@ -25,6 +25,7 @@ from study_server.models import (
     Participant,
     Response,
     Study,
+    Token,
     Trial,
     participant_generator,
 )
@@ -103,7 +104,7 @@ def assign(study: Study, identity: Identity, client: ClientInfo) -> tuple[Partic
         except AssignmentError:
             db.session.rollback()
             raise
-        existing.token_hash = hash_token(token)
+        db.session.add(Token(token_hash=hash_token(token), participant=existing))
         db.session.commit()
         return existing, token, True
 
@@ -119,7 +120,6 @@ def assign(study: Study, identity: Identity, client: ClientInfo) -> tuple[Partic
         assignment_id=identity.assignment_id,
         hit_id=identity.hit_id,
         turk_submit_to=identity.turk_submit_to,
-        token_hash=hash_token(token),
         state="consented",
         seed=seed,
         created_at=now,
@@ -133,6 +133,7 @@ def assign(study: Study, identity: Identity, client: ClientInfo) -> tuple[Partic
     if config.timing.mode == "staircase":
         participant.staircase_ms = float(config.timing.staircase.start_ms)
     db.session.add(participant)
+    db.session.add(Token(token_hash=hash_token(token), participant=participant, created_at=now))
     pools = image_pools(study, {g.dataset for g in generators})
     for position, p in enumerate(plan_trials(config, generators, pools, seed)):
         db.session.add(

@@ -116,8 +116,6 @@ class Participant(db.Model):
     assignment_id: Mapped[str | None] = mapped_column(String(200))
     hit_id: Mapped[str | None] = mapped_column(String(200))
     turk_submit_to: Mapped[str | None] = mapped_column(String(500))
-    # sha256 of the bearer token; the token itself is never stored.
-    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     state: Mapped[str] = mapped_column(String(16), default="consented")
     seed: Mapped[int]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -138,6 +136,20 @@ class Participant(db.Model):
     trials: Mapped[list[Trial]] = relationship(
         back_populates="participant", order_by="Trial.position"
     )
+
+
+class Token(db.Model):
+    """A bearer token of a participant, stored as its sha256 (the token itself never is).
+
+    Each sign-up of the same platform id adds one, and earlier ones stay valid, so two
+    tabs or a retried sign-up never lock a participant out of their own session.
+    """
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    participant_id: Mapped[int] = mapped_column(ForeignKey("participant.id"), index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    participant: Mapped[Participant] = relationship()
 
 
 class Trial(db.Model):

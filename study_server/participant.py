@@ -26,7 +26,7 @@ from study_server.assignment import (
     resume,
 )
 from study_server.db import db, utcnow
-from study_server.models import Image, Participant, Study, Trial
+from study_server.models import Image, Participant, Study, Token, Trial
 from study_server.responses import ResponseError, complete, record, validate, withdraw
 from study_server.studies import study_config
 
@@ -97,7 +97,9 @@ def current_participant() -> Participant:
     if scheme.lower() != "bearer" or not token.strip():
         raise ApiError(401, "unauthorized", "a bearer token is required")
     participant = db.session.scalar(
-        select(Participant).where(Participant.token_hash == hash_token(token.strip()))
+        select(Participant)
+        .join(Token, Token.participant_id == Participant.id)
+        .where(Token.token_hash == hash_token(token.strip()))
     )
     if participant is None:
         raise ApiError(401, "unauthorized", "unknown or expired token")

@@ -46,7 +46,7 @@ def db_snapshot(app) -> tuple:
         ).all()
         people = db.session.execute(
             select(
-                Participant.id, Participant.state, Participant.last_seen_at, Participant.token_hash
+                Participant.id, Participant.state, Participant.last_seen_at
             ).order_by(Participant.id)
         ).all()
         trials = db.session.scalar(select(func.count()).select_from(Trial))
@@ -249,9 +249,9 @@ def test_mturk_preview_creates_nothing_and_workers_resume(app, make_study):
     assert first.status_code == 201
     again = join(client, **worker)
     assert again.status_code == 200 and again.json["resumed"] is True
-    # The newest token is the session's; the old one no longer opens it.
-    assert client.get("/api/v1/session", headers=auth(first.json["token"])).status_code == 401
+    # Both tokens open the same session (two tabs, or a sign-up retried on a flaky network).
     trials = session(client, again.json["token"])["trials"]
+    assert session(client, first.json["token"])["trials"] == trials
     with app.app_context():
         assert db.session.scalar(select(func.count()).select_from(Participant)) == 1
     for t in (t for t in trials if t["block"] == "main"):
