@@ -32,15 +32,20 @@ def defaults(instance_path: str) -> dict[str, Any]:
     }
 
 
-def create_app(config: Mapping[str, Any] | None = None) -> Flask:
+def create_app(config: Mapping[str, Any] | None = None, instance_path: str | None = None) -> Flask:
     """A configured study server.
 
     Settings are read in this order, later ones winning: defaults, the instance
     folder's `config.py`, the environment (`DATABASE_URL`, `SECRET_KEY`, and any
     `PERCEPT_<NAME>`), then `config`. With PRODUCTION true the app refuses to
-    start on a missing or default SECRET_KEY.
+    start on a missing or default SECRET_KEY. The instance folder defaults to
+    Flask's (`instance/` beside the package in a source checkout) or $PERCEPT_INSTANCE.
     """
-    app = Flask(__name__, instance_relative_config=True)
+    app = Flask(
+        __name__,
+        instance_relative_config=True,
+        instance_path=instance_path or os.environ.get("PERCEPT_INSTANCE") or None,
+    )
     app.config.from_mapping(defaults(app.instance_path))
     app.config.from_pyfile("config.py", silent=True)
     if os.environ.get("DATABASE_URL"):

@@ -124,3 +124,25 @@ def test_gunicorn_serves_with_a_secret_and_refuses_without(tmp_path):
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_settings_come_from_instance_file_then_environment_then_caller(tmp_path, monkeypatch):
+    (tmp_path / "config.py").write_text(
+        "SECRET_KEY = 'from-instance-file-0123456789'\nMAX_CONTENT_LENGTH = 1000\n"
+        "ADMIN_PASSWORD = 'from-file'\n"
+    )
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    monkeypatch.delenv("SECRET_KEY", raising=False)
+    app = create_app(instance_path=str(tmp_path))
+    assert app.config["SECRET_KEY"] == "from-instance-file-0123456789"
+    assert app.config["SQLALCHEMY_DATABASE_URI"] == f"sqlite:///{tmp_path / 'percept.sqlite3'}"
+    assert app.config["ADMIN_PASSWORD_HASH"] and app.config["ADMIN_PASSWORD"] is None
+    monkeypatch.setenv("SECRET_KEY", "from-environment-0123456789")
+    monkeypatch.setenv("DATABASE_URL", "postgresql+psycopg://u@h/db")
+    monkeypatch.setenv("PERCEPT_MAX_CONTENT_LENGTH", "2000")
+    app = create_app(instance_path=str(tmp_path))
+    assert app.config["SECRET_KEY"] == "from-environment-0123456789"
+    assert app.config["SQLALCHEMY_DATABASE_URI"] == "postgresql+psycopg://u@h/db"
+    assert app.config["MAX_CONTENT_LENGTH"] == 2000
+    app = create_app({"MAX_CONTENT_LENGTH": 3000}, instance_path=str(tmp_path))
+    assert app.config["MAX_CONTENT_LENGTH"] == 3000
