@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
-from flask import Blueprint, Response, abort, jsonify, render_template, request
+from flask import Blueprint, abort, jsonify, render_template, request
 from sqlalchemy import select
 from werkzeug.exceptions import HTTPException
 
@@ -26,7 +26,7 @@ from study_server.assignment import (
     resume,
 )
 from study_server.db import db, utcnow
-from study_server.models import Image, Participant, Study, Token, Trial
+from study_server.models import Image, Participant, Response, Study, Token, Trial
 from study_server.responses import ResponseError, complete, record, validate, withdraw
 from study_server.studies import study_config
 
@@ -194,21 +194,21 @@ def session_json(participant: Participant) -> dict[str, Any]:
     study = participant.study
     config = study_config(study)
     rows = db.session.execute(
-        select(Trial, Image.public_id)
+        select(Trial, Image.public_id, Response.id.is_not(None))
         .join(Image, Trial.image_id == Image.id)
+        .outerjoin(Response, Response.trial_id == Trial.id)
         .where(Trial.participant_id == participant.id)
         .order_by(Trial.position)
     ).all()
-    answered = {t.id for t, _ in rows if t.response is not None}
     trials = []
-    for trial, public_id in rows:
+    for trial, public_id, answered in rows:
         item: dict[str, Any] = {
             "id": trial.id,
             "position": trial.position,
             "block": trial.block,
             "image": f"/i/{public_id}.png",
             "exposure_ms": trial.planned_exposure_ms,
-            "answered": trial.id in answered,
+            "answered": answered,
         }
         if trial.kind == "instructed":
             item["instruction"] = trial.expected
@@ -302,7 +302,7 @@ def image(public_id: str):
     if row is None:
         abort(404)
     data = image_path(Path(row.stimuli_dir), row.sha256).read_bytes()
-    return Response(data, headers=IMAGE_HEADERS)
+    return data, 200, IMAGE_HEADERS
 
 
 @bp.get("/s/<slug>")
