@@ -1,10 +1,162 @@
-"""Admin pages: login, dashboard, participants, exports (filled in below)."""
+"""Admin pages: login, dashboard, a study's participants, and the export download.
+
+Every page needs a login with the password whose werkzeug hash is ADMIN_PASSWORD_HASH
+(see docs/admin.md). Every form posts a CSRF token. The numbers come from
+`study_server.dashboard`; views only check access, call it and render.
+"""
 
 from __future__ import annotations
 
-from flask import Blueprint
+import tempfile
+import time
+
+from flask import (
+    Blueprint,
+    abort,
+    current_app,
+    redirect,
+    render_template,
+    request,
+    send_file,
+    session,
+    url_for,
+)
 from flask_wtf.csrf import CSRFProtect
+from werkzeug.security import check_password_hash
+from werkzeug.wrappers import Response
+
+from study_server import dashboard
+from study_server.db import utcnow
+from study_server.models import Study
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 # Admin forms carry CSRF tokens; the participant API authenticates with bearer tokens instead.
 csrf = CSRFProtect()
+
+SESSION_KEY = "admin"
+WRONG_PASSWORD = "Wrong password."
+# An admin login lasts this long, then the password is asked again.
+SESSION_SECONDS = 12 * 3600
+# Exports bigger than this spill from memory to a temporary file.
+EXPORT_IN_MEMORY = 32 * 1024 * 1024
+
+
+def password_hash() -> str | None:
+    """The configured admin password hash; None when admin is disabled."""
+    return current_app.config.get("ADMIN_PASSWORD_HASH") or None
+
+
+def logged_in() -> bool:
+    """Whether this request's session belongs to an admin who logged in within the time limit.
+
+    The session stores only the login time. It is not tied to the password hash: a plain
+    PERCEPT_ADMIN_PASSWORD is hashed with a fresh salt in every gunicorn worker, so the
+    hashes differ between workers. Changing SECRET_KEY logs everyone out.
+    """
+    since = session.get(SESSION_KEY)
+    if password_hash() is None or not isinstance(since, int | float):
+        return False
+    return 0 <= time.time() - since < SESSION_SECONDS
+
+
+def safe_next(target: str | None) -> str:
+    """Where to go after login: an admin path of this site, never another host."""
+    if target and target.startswith("/admin/") and "//" not in target and "\\" not in target:
+        return target
+    return url_for("admin.index")
+
+
+@bp.before_request
+def require_login():
+    if request.endpoint in ("admin.login",) or logged_in():
+        return None
+    return redirect(url_for("admin.login", next=request.full_path.rstrip("?")))
+
+
+@bp.after_request
+def admin_headers(response: Response) -> Response:
+    # Admin pages hold participant data: keep them out of caches and out of frames.
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["X-Frame-Options"] = "DENY"
+    response.headers["Referrer-Policy"] = "same-origin"
+    return response
+
+
+@bp.route("/login", methods=["GET", "POST"])
+def login():
+    """The login form; a right password starts an admin session."""
+    hashed = password_hash()
+    next_url = request.values.get("next")
+    if hashed is None:
+        status = 403 if request.method == "POST" else 200
+        return render_template("admin/login.html", disabled=True), status
+    if request.method == "GET" and logged_in():
+        return redirect(safe_next(next_url))
+    error = None
+    if request.method == "POST":
+        password = request.form.get("password", "")
+        try:
+            # check_password_hash compares digests in constant time.
+            ok = check_password_hash(hashed, password)
+        except ValueError:
+            current_app.logger.error("ADMIN_PASSWORD_HASH is not a werkzeug password hash")
+            ok = False
+        if ok:
+            session.clear()
+            session[SESSION_KEY] = int(time.time())
+            return redirect(safe_next(next_url))
+        error = WRONG_PASSWORD
+    page = render_template("admin/login.html", disabled=False, error=error, next=next_url)
+    return page, 401 if error else 200
+
+
+@bp.post("/logout")
+def logout():
+    """End the admin session."""
+    session.clear()
+    return redirect(url_for("admin.login"))
+
+
+@bp.get("/")
+def index():
+    """Every study with per-model progress and totals."""
+    now = utcnow()
+    summaries = [dashboard.summarise(study, now) for study in dashboard.all_studies()]
+    return render_template("admin/index.html", summaries=summaries, now=now)
+
+
+@bp.get("/studies/<slug>")
+def study(slug: str):
+    """One study: the per-model table and its newest participants."""
+    found = study_or_404(slug)
+    now = utcnow()
+    rows, total = dashboard.participants(found, limit=dashboard.PARTICIPANT_ROWS, now=now)
+    return render_template(
+        "admin/study.html",
+        summary=dashboard.summarise(found, now),
+        participants=rows,
+        total=total,
+        now=now,
+    )
+
+
+@bp.get("/studies/<slug>/export.zip")
+def export(slug: str):
+    """The study's tidy export as a zip; platform ids are always hashed in this download."""
+    from study_server.export import export_zip
+
+    found = study_or_404(slug)
+    # Not a `with` block: send_file closes the file once the response is sent.
+    buffer = tempfile.SpooledTemporaryFile(max_size=EXPORT_IN_MEMORY)  # noqa: SIM115
+    export_zip(buffer, slug=found.slug, include_platform_ids=False)
+    buffer.seek(0)
+    name = f"{found.slug}-{utcnow():%Y%m%d-%H%M%S}.zip"
+    return send_file(buffer, mimetype="application/zip", as_attachment=True, download_name=name)
+
+
+def study_or_404(slug: str) -> Study:
+    """The study with this slug, or a 404 page."""
+    found = dashboard.find_study(slug)
+    if found is None:
+        abort(404)
+    return found
