@@ -122,6 +122,36 @@ def serve(db_url: str | None, host: str, port: int) -> None:
     run_simple(host, port, app, threaded=True)
 
 
+@cli.command("export")
+@DB_OPTION
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder for trials.csv, participants.csv, images.csv and data_dictionary.md.",
+)
+@click.option("--study", "slug", help="Export only this study (its slug) [default: every study]")
+@click.option(
+    "--include-platform-ids",
+    is_flag=True,
+    help="Write the raw platform ids and completion codes instead of salted hashes.",
+)
+def export_command(
+    db_url: str | None, out: Path, slug: str | None, include_platform_ids: bool
+) -> None:
+    """Export study data as tidy CSV files with a data dictionary (see docs/export.md)."""
+    from study_server.export import write_export
+    from study_server.schema import require_current_schema
+
+    app = make_app(db_url)
+    require_current_schema(app)
+    with app.app_context():
+        counts = write_export(out, slug=slug, include_platform_ids=include_platform_ids)
+    for name, rows in counts.items():
+        click.echo(f"{out / name}: {rows} rows")
+    click.echo(f"{out / 'data_dictionary.md'}: what every column means")
+
+
 @cli.command()
 @click.option(
     "--out",
