@@ -7,7 +7,6 @@ production: tests read the token from the rendered form.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import io
 import re
 import zipfile
@@ -357,12 +356,7 @@ def test_empty_dashboard_and_unknown_study(app):
 
 # --- Export download --------------------------------------------------------------------------
 
-HAVE_EXPORT = importlib.util.find_spec("study_server.export") is not None
 
-
-@pytest.mark.skipif(
-    not HAVE_EXPORT, reason="study_server/export.py (issue 4, export) not there yet"
-)
 def test_export_download_is_a_zip_with_hashed_platform_ids(app, crowd):
     client = logged_in_client(app)
     r = client.get("/admin/studies/t/export.zip")
