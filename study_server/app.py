@@ -53,6 +53,10 @@ def create_app(config: Mapping[str, Any] | None = None, instance_path: str | Non
     if os.environ.get("SECRET_KEY"):
         app.config["SECRET_KEY"] = os.environ["SECRET_KEY"]
     app.config.from_prefixed_env("PERCEPT")
+    # from_prefixed_env reads values as JSON: a numeric secret or password must stay text.
+    for name in ("SECRET_KEY", "ADMIN_PASSWORD", "ADMIN_PASSWORD_HASH"):
+        if f"PERCEPT_{name}" in os.environ:
+            app.config[name] = os.environ[f"PERCEPT_{name}"]
     if config:
         app.config.from_mapping(config)
     check_config(app)

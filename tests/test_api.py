@@ -45,9 +45,9 @@ def db_snapshot(app) -> tuple:
             select(Response.trial_id, Response.choice, Response.body).order_by(Response.trial_id)
         ).all()
         people = db.session.execute(
-            select(
-                Participant.id, Participant.state, Participant.last_seen_at
-            ).order_by(Participant.id)
+            select(Participant.id, Participant.state, Participant.last_seen_at).order_by(
+                Participant.id
+            )
         ).all()
         trials = db.session.scalar(select(func.count()).select_from(Trial))
         db.session.remove()

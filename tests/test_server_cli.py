@@ -146,3 +146,11 @@ def test_settings_come_from_instance_file_then_environment_then_caller(tmp_path,
     assert app.config["MAX_CONTENT_LENGTH"] == 2000
     app = create_app({"MAX_CONTENT_LENGTH": 3000}, instance_path=str(tmp_path))
     assert app.config["MAX_CONTENT_LENGTH"] == 3000
+
+
+def test_numeric_secrets_from_the_environment_stay_text(monkeypatch, tmp_path):
+    monkeypatch.setenv("PERCEPT_ADMIN_PASSWORD", "12345678")
+    monkeypatch.setenv("PERCEPT_SECRET_KEY", "1234567890123456789012")
+    app = create_app(instance_path=str(tmp_path))
+    assert app.config["SECRET_KEY"] == "1234567890123456789012"
+    assert app.config["ADMIN_PASSWORD_HASH"]
