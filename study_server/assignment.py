@@ -235,7 +235,12 @@ def plan_trials(
     k = len(generators)
     datasets = sorted({g.dataset for g in generators})
     timing = config.timing
-    exposure = float(timing.exposure_ms) if timing.mode == "fixed" else None
+    # Staircase: practice runs at the starting exposure; main trials get theirs from the
+    # staircase when they are shown (None here), see responses.record.
+    exposure = {"fixed": float(timing.exposure_ms), "unlimited": None}.get(
+        timing.mode, float(timing.staircase.start_ms)
+    )
+    main_exposure = None if timing.mode == "staircase" else exposure
 
     def draw(pool: list[int], n: int) -> list[int]:
         return rng.sample(pool, n)
@@ -265,10 +270,10 @@ def plan_trials(
         fakes = draw(
             pools.get((g.dataset, "main", "fake", g.id), []), config.design.fake_trials // k
         )
-        main += [Planned("main", "stimulus", i, "fake", exposure) for i in fakes]
+        main += [Planned("main", "stimulus", i, "fake", main_exposure) for i in fakes]
     for dataset in datasets:
         reals = draw(pools.get((dataset, "main", "real", None), []), reals_per_dataset[dataset])
-        main += [Planned("main", "stimulus", i, "real", exposure) for i in reals]
+        main += [Planned("main", "stimulus", i, "real", main_exposure) for i in reals]
     attention = config.attention
     checks = draw(merged("catch", "fake"), attention.catch_trials + attention.instructed_trials)
     main += [Planned("main", "catch", i, "fake", None) for i in checks[: attention.catch_trials]]

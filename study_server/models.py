@@ -126,8 +126,10 @@ class Participant(db.Model):
     screen_height: Mapped[int | None]
     device_pixel_ratio: Mapped[float | None]
     user_agent: Mapped[str | None] = mapped_column(String(1000))
-    # Current exposure of the adaptive staircase, when the study uses one.
+    # The adaptive staircase, when the study uses one: the current exposure, and the
+    # correct answers in a row since it last changed.
     staircase_ms: Mapped[float | None]
+    staircase_streak: Mapped[int] = mapped_column(default=0, server_default="0")
 
     study: Mapped[Study] = relationship()
     generators: Mapped[list[Generator]] = relationship(

@@ -27,7 +27,14 @@ from study_server.assignment import (
 )
 from study_server.db import db, utcnow
 from study_server.models import Image, Participant, Response, Study, Token, Trial
-from study_server.responses import ResponseError, complete, record, validate, withdraw
+from study_server.responses import (
+    ResponseError,
+    complete,
+    is_adaptive,
+    record,
+    validate,
+    withdraw,
+)
 from study_server.studies import study_config
 
 bp = Blueprint("participant", __name__)
@@ -212,6 +219,8 @@ def session_json(participant: Participant) -> dict[str, Any]:
         }
         if trial.kind == "instructed":
             item["instruction"] = trial.expected
+        if trial.planned_exposure_ms is None and is_adaptive(trial, config):
+            item["adaptive"] = True
         trials.append(item)
     data: dict[str, Any] = {
         "state": participant.state,
@@ -273,8 +282,11 @@ def put_response(trial_id: int):
         "trial_id": trial.id,
         "received_at": response.received_at.isoformat() + "Z",
     }
-    if trial.block == "practice" and study_config(participant.study).practice.feedback:
+    config = study_config(participant.study)
+    if trial.block == "practice" and config.practice.feedback:
         data["feedback"] = {"correct": response.correct}
+    if config.timing.mode == "staircase":
+        data["staircase_ms"] = participant.staircase_ms
     return jsonify(data), 200
 
 
@@ -306,9 +318,15 @@ def image(public_id: str):
 
 
 @bp.get("/s/<slug>")
-def landing(slug: str):
-    """The study's entry page; the trial runner itself arrives with issue 5."""
+def runner(slug: str):
+    """The trial runner: one page whose screens the ES modules in static/runner/ drive."""
     study = db.session.scalar(select(Study).where(Study.slug == slug))
     if study is None:
-        abort(404)
-    return render_template("participant/landing.html", study=study, config=study_config(study))
+        return render_template("participant/invalid.html"), 404
+    config = study_config(study)
+    settings = {
+        "slug": study.slug,
+        "platform": config.recruitment.platform,
+        "keys": {"real": config.response.real_key, "fake": config.response.fake_key},
+    }
+    return render_template("participant/runner.html", study=study, config=config, settings=settings)

@@ -16,6 +16,7 @@ from study_server.assignment import resumed_state
 from study_server.db import db, utcnow
 from study_server.models import Participant, Response, Trial
 from study_server.studies import study_config
+from study_server.studyconfig import Staircase, StudyConfig
 
 
 class ResponseError(Exception):
@@ -38,6 +39,8 @@ FIELDS: dict[str, tuple[tuple[type, ...], float | None, float | None]] = {
     "invalid_reason": ((str,), 1, 200),
     "input": ((str,), 1, 16),
     "client_sent_at": (NUMBER, 0, 1e14),
+    # Staircase trials: the exposure the browser used (its last known staircase value).
+    "exposure_ms": (NUMBER, 1, 60_000),
 }
 REQUIRED = ("choice", "rt_ms")
 
@@ -88,6 +91,17 @@ def record(participant: Participant, trial_id: int, body: dict[str, Any]) -> tup
     if trial.block == "practice" and participant.state == "main":
         raise ResponseError(409, "practice_over", "the main block has begun; practice is over")
 
+    config = study_config(participant.study)
+    adaptive = is_adaptive(trial, config)
+    if adaptive:
+        low, high = config.timing.staircase.min_ms, config.timing.staircase.max_ms
+        exposure = body.get("exposure_ms")
+        if exposure is None or not low <= exposure <= high:
+            raise ResponseError(
+                400, "bad_field", f"exposure_ms between {low} and {high} is required here"
+            )
+        trial.planned_exposure_ms = float(exposure)
+
     now = utcnow()
     response = Response(
         trial=trial,
@@ -111,6 +125,8 @@ def record(participant: Participant, trial_id: int, body: dict[str, Any]) -> tup
     elif participant.state == "consented":
         participant.state = "practice"
     participant.last_seen_at = now
+    if adaptive and response.valid:
+        step_staircase(participant, config.timing.staircase, response.correct)
     try:
         db.session.commit()
     except IntegrityError:
@@ -121,6 +137,27 @@ def record(participant: Participant, trial_id: int, body: dict[str, Any]) -> tup
             raise
         return same_or_conflict(stored, body), stored.trial
     return response, trial
+
+
+def is_adaptive(trial: Trial, config: StudyConfig) -> bool:
+    """Whether this trial's exposure comes from the participant's staircase."""
+    return config.timing.mode == "staircase" and (trial.block, trial.kind) == ("main", "stimulus")
+
+
+def step_staircase(participant: Participant, rule: Staircase, correct: bool) -> None:
+    """`down_after` correct in a row: shorter by `step_ms`; any error: longer by `step_ms`.
+
+    Always within min_ms..max_ms. Invalid trials (tab hidden during exposure) do not count.
+    """
+    current = participant.staircase_ms or float(rule.start_ms)
+    if not correct:
+        participant.staircase_ms = min(float(rule.max_ms), current + rule.step_ms)
+        participant.staircase_streak = 0
+    elif participant.staircase_streak + 1 >= rule.down_after:
+        participant.staircase_ms = max(float(rule.min_ms), current - rule.step_ms)
+        participant.staircase_streak = 0
+    else:
+        participant.staircase_streak += 1
 
 
 def same_or_conflict(stored: Response, body: dict[str, Any]) -> Response:

@@ -1,0 +1,457 @@
+// The trial runner: consent → instructions → device check → practice → main → completion.
+// It talks only to the participant API; it never knows which images are real.
+
+import { ApiError, Outbox, requestJson, withRetries } from "./api.js";
+import { framesFor, measureFrameInterval, nextFrame, present, waitFrames } from "./timing.js";
+
+const settings = JSON.parse(document.getElementById("percept-settings").textContent);
+const params = new URLSearchParams(location.search);
+const store = {
+  key: (name) => `percept:${settings.slug}:${name}`,
+  get(name) {
+    return JSON.parse(localStorage.getItem(this.key(name)) || "null");
+  },
+  set(name, value) {
+    localStorage.setItem(this.key(name), JSON.stringify(value));
+  },
+  remove(name) {
+    localStorage.removeItem(this.key(name));
+  },
+};
+const $ = (selector, root = document) => root.querySelector(selector);
+const $$ = (selector, root = document) => [...root.querySelectorAll(selector)];
+const KEY_NAMES = { space: " ", enter: "enter", arrowleft: "arrowleft", arrowright: "arrowright",
+  arrowup: "arrowup", arrowdown: "arrowdown" };
+const KEY_LABELS = { space: "Space", enter: "Enter", arrowleft: "←", arrowright: "→",
+  arrowup: "↑", arrowdown: "↓" };
+
+// --- Screens -------------------------------------------------------------------------
+
+function show(name) {
+  for (const screen of $$("[data-screen]")) screen.hidden = screen.dataset.screen !== name;
+  document.body.dataset.current = name;
+  const button = $(`[data-screen="${name}"] button.primary:not([disabled])`);
+  if (button) button.focus();
+}
+
+/** Show a screen with a Continue button; resolves when it is pressed (or Enter/Space). */
+function continueFrom(name) {
+  show(name);
+  const button = $(`[data-screen="${name}"] [data-action="continue"]`);
+  return new Promise((resolve) => {
+    button.addEventListener("click", () => resolve(), { once: true });
+  });
+}
+
+function labelKeys() {
+  for (const kbd of $$("[data-key-label]")) {
+    const key = settings.keys[kbd.dataset.keyLabel];
+    kbd.textContent = KEY_LABELS[key] || key.toUpperCase();
+  }
+}
+
+// --- Who is this participant? ----------------------------------------------------------
+
+/** Platform ids from the URL, or null when the link lacks what the platform needs. */
+function identity() {
+  if (settings.platform === "prolific") {
+    const pid = params.get("PROLIFIC_PID");
+    if (!pid) return null;
+    return { key: pid, body: { prolific_pid: pid, study_id: params.get("STUDY_ID") || undefined,
+      session_id: params.get("SESSION_ID") || undefined } };
+  }
+  if (settings.platform === "mturk") {
+    const assignment = params.get("assignmentId");
+    if (assignment === "ASSIGNMENT_ID_NOT_AVAILABLE") return { preview: true };
+    const worker = params.get("workerId");
+    const hit = params.get("hitId");
+    const submitTo = params.get("turkSubmitTo");
+    if (!assignment || !worker || !hit || !submitTo) return null;
+    return { key: worker, body: { worker_id: worker, assignment_id: assignment, hit_id: hit,
+      turk_submit_to: submitTo } };
+  }
+  let clientId = store.get("client_id");
+  if (!clientId) {
+    clientId = `c-${crypto.randomUUID()}`;
+    store.set("client_id", clientId);
+  }
+  return { key: clientId, body: { client_id: clientId } };
+}
+
+async function signUp(who) {
+  show("consent");
+  const error = $("[data-consent-error]");
+  for (;;) {
+    await new Promise((resolve) =>
+      $('[data-action="consent"]').addEventListener("click", resolve, { once: true }));
+    error.hidden = true;
+    try {
+      const body = { consent: true, ...who.body, user_agent: navigator.userAgent.slice(0, 1000),
+        screen: { width: screen.width, height: screen.height,
+          device_pixel_ratio: window.devicePixelRatio } };
+      const reply = await withRetries(
+        () => requestJson("POST", `/api/v1/studies/${settings.slug}/participants`, { body }),
+        () => { error.textContent = "No connection, trying again…"; error.hidden = false; },
+      );
+      store.set("session", { token: reply.token, who: who.key });
+      return reply.token;
+    } catch (e) {
+      if (e instanceof ApiError && e.code === "study_full") return show("full");
+      if (e instanceof ApiError && e.code === "already_completed") return show("completed-before");
+      if (e instanceof ApiError && e.status >= 400 && e.status < 500) {
+        $("[data-invalid-reason]").textContent = e.message;
+        return show("invalid");
+      }
+      error.textContent = `Something went wrong (${e.message}). Please try again.`;
+      error.hidden = false;
+    }
+  }
+}
+
+// --- Images ------------------------------------------------------------------------------
+
+/** Loads and decodes stimuli ahead of time, so a trial never waits on the network. */
+class Images {
+  constructor() {
+    this.loaded = new Map();
+  }
+
+  get(url) {
+    if (!this.loaded.has(url)) {
+      this.loaded.set(url, withRetries(async () => {
+        const img = new Image();
+        img.src = url;
+        try {
+          await img.decode();
+        } catch (e) {
+          throw new ApiError(0, "network", `image ${url} did not load`);
+        }
+        return img;
+      }));
+    }
+    return this.loaded.get(url);
+  }
+
+  /** Start loading the next `count` trials' images, a few at a time. */
+  preload(trials, count = 40) {
+    for (const trial of trials.slice(0, count)) this.get(trial.image);
+  }
+}
+
+// --- A trial -------------------------------------------------------------------------------
+
+function drawNoise(canvas, width, height) {
+  canvas.width = width;
+  canvas.height = height;
+  const context = canvas.getContext("2d");
+  const pixels = context.createImageData(width, height);
+  for (let i = 0; i < pixels.data.length; i += 4) {
+    const grey = Math.floor(Math.random() * 256);
+    pixels.data[i] = pixels.data[i + 1] = pixels.data[i + 2] = grey;
+    pixels.data[i + 3] = 255;
+  }
+  context.putImageData(pixels, 0, 0);
+}
+
+/** Resolves with the first answer by key or button after `armed` becomes true. */
+function waitForAnswer(state) {
+  const buttons = $$("[data-choice]");
+  return new Promise((resolve) => {
+    const finish = (choice, time, input) => {
+      document.removeEventListener("keydown", onKey);
+      for (const b of buttons) b.removeEventListener("pointerup", onButton);
+      for (const b of buttons) b.disabled = true;
+      resolve({ choice, time, input });
+    };
+    const onKey = (event) => {
+      if (!state.armed || event.repeat) return;
+      const key = event.key.toLowerCase();
+      for (const choice of ["real", "fake"]) {
+        const wanted = KEY_NAMES[settings.keys[choice]] || settings.keys[choice];
+        if (key === wanted) {
+          event.preventDefault();
+          finish(choice, event.timeStamp, "key");
+        }
+      }
+    };
+    const onButton = (event) => {
+      if (!state.armed) return;
+      finish(event.currentTarget.dataset.choice, event.timeStamp,
+        event.pointerType === "touch" ? "touch" : "button");
+    };
+    document.addEventListener("keydown", onKey);
+    for (const b of buttons) b.addEventListener("pointerup", onButton);
+  });
+}
+
+async function runTrial(trial, run) {
+  const stage = $("[data-stage]");
+  const fixation = $("[data-fixation]");
+  const stimulus = $("[data-stimulus]");
+  const mask = $("[data-mask]");
+  const prompt = $("[data-prompt]");
+  const image = await run.images.get(trial.image);
+  stimulus.src = image.src;
+  if (!run.stageSized) {
+    // Whole multiples of the stimulus size keep every pixel sharp.
+    const scale = Math.max(1, Math.floor(384 / image.naturalWidth));
+    stage.style.width = `${image.naturalWidth * scale}px`;
+    stage.style.height = "auto";
+    stage.style.aspectRatio = `${image.naturalWidth} / ${image.naturalHeight}`;
+    run.stageSized = true;
+  }
+  const instruction = trial.instruction
+    ? `Attention check: for this image, answer ${trial.instruction.toUpperCase()}.`
+    : "";
+  prompt.textContent = instruction || "\u00a0";
+  const exposure = trial.adaptive ? run.staircaseMs : trial.exposure_ms;
+  const frames = exposure === null ? null : framesFor(exposure, run.frameMs);
+
+  // Invalid when the page is hidden or loses focus while the image is up.
+  const state = { armed: false, exposing: false, invalid: null };
+  const onHidden = () => {
+    if (state.exposing && !state.invalid) state.invalid = document.hidden ? "hidden" : "blur";
+  };
+  document.addEventListener("visibilitychange", onHidden);
+  window.addEventListener("blur", onHidden);
+
+  fixation.style.visibility = "visible";
+  await waitFrames(framesFor(run.timing.fixation_ms, run.frameMs));
+  fixation.style.visibility = "hidden";
+  const answer = waitForAnswer(state);
+  state.exposing = true;
+  const arm = nextFrame().then(() => {
+    state.armed = true;
+    for (const b of $$("[data-choice]")) b.disabled = false;
+  });
+  const { onset, offset } = await present(stimulus, frames, answer);
+  state.exposing = false;
+  await arm;
+  if (run.timing.mask_ms > 0) {
+    drawNoise(mask, image.naturalWidth, image.naturalHeight);
+    await present(mask, framesFor(run.timing.mask_ms, run.frameMs));
+  }
+  const { choice, time, input } = await answer;
+  document.removeEventListener("visibilitychange", onHidden);
+  window.removeEventListener("blur", onHidden);
+  prompt.textContent = "\u00a0";
+  const displayed = offset - onset;
+  const body = {
+    choice,
+    rt_ms: round(Math.max(0, time - onset)),
+    onset_ms: round(onset),
+    displayed_ms: round(displayed),
+    frames: Math.round(displayed / run.frameMs),
+    frame_ms: round(run.frameMs, 3),
+    valid: state.invalid === null,
+    input,
+    client_sent_at: Date.now(),
+  };
+  if (state.invalid) body.invalid_reason = state.invalid;
+  if (trial.adaptive) body.exposure_ms = exposure;
+  return body;
+}
+
+const round = (x, digits = 2) => Math.round(x * 10 ** digits) / 10 ** digits;
+
+async function showFeedback(reply) {
+  const feedback = $("[data-feedback]");
+  if (!reply?.feedback) return;
+  feedback.textContent = reply.feedback.correct ? "Correct" : "Not quite";
+  feedback.className = `feedback ${reply.feedback.correct ? "right" : "wrong"}`;
+  feedback.style.visibility = "visible";
+  await new Promise((resolve) => setTimeout(resolve, 900));
+  feedback.style.visibility = "hidden";
+}
+
+// --- Blocks ------------------------------------------------------------------------------
+
+async function runBlock(name, trials, run) {
+  const all = run.session.trials.filter((t) => t.block === name);
+  if (!trials.length) return;
+  const practice = name === "practice";
+  $("[data-block-title]").textContent = practice ? "Practice" : "The study";
+  $("[data-block-text]").textContent = practice
+    ? `First ${all.length} practice images. After each, you will see whether you were right.`
+    : `Now ${all.length} images, without feedback. Answer as quickly and as accurately as you can.`;
+  if (trials.length === all.length) await continueFrom("block");
+  $("[data-progress-box]").style.visibility = practice ? "hidden" : "visible";
+  show("trial");
+  for (let i = 0; i < trials.length; i++) {
+    const trial = trials[i];
+    run.images.preload(trials.slice(i + 1));
+    if (trial.adaptive) {
+      // The staircase lives on the server: wait for the previous answer's reply to know
+      // the next exposure. Offline, go on after a while with the last exposure known.
+      await Promise.race([run.lastAck, new Promise((r) => setTimeout(r, 5000))]);
+    }
+    const body = await runTrial(trial, run);
+    const acked = run.outbox.add(trial.id, body);
+    run.lastAck = acked;
+    run.done.add(trial.id);
+    if (!practice) {
+      const done = all.filter((t) => run.done.has(t.id)).length;
+      $("[data-progress]").style.width = `${(100 * done) / all.length}%`;
+      const every = run.session.study.response.break_every;
+      if (every && done % every === 0 && done < all.length) {
+        $("[data-break-done]").textContent = done;
+        $("[data-break-total]").textContent = all.length;
+        await continueFrom("break");
+        show("trial");
+      }
+    } else if (run.session.study.practice_feedback) {
+      // Feedback comes from the server (the browser never knows the answer); offline,
+      // the practice goes on without it after a few seconds.
+      const reply = await Promise.race([acked, new Promise((r) => setTimeout(r, 4000))]);
+      await showFeedback(reply);
+    }
+  }
+}
+
+// --- Device check -----------------------------------------------------------------------
+
+async function checkDevice(run) {
+  const device = run.session.study.device;
+  const bigEnough = () => innerWidth >= device.min_width && innerHeight >= device.min_height;
+  if (!bigEnough()) {
+    $("[data-min-size]").textContent = `${device.min_width} × ${device.min_height}`;
+    const showSize = () => { $("[data-size]").textContent = `${innerWidth} × ${innerHeight}`; };
+    showSize();
+    show("small");
+    await new Promise((resolve) => {
+      const onResize = () => {
+        showSize();
+        if (bigEnough()) {
+          removeEventListener("resize", onResize);
+          resolve();
+        }
+      };
+      addEventListener("resize", onResize);
+    });
+  }
+  show("device");
+  run.frameMs = await measureFrameInterval(60);
+  const hz = Math.round(1000 / run.frameMs);
+  $("[data-device-status]").textContent = `Your screen refreshes about ${hz} times a second. All set.`;
+  const button = $('[data-screen="device"] [data-action="continue"]');
+  button.disabled = false;
+  if (device.fullscreen) $("[data-fullscreen-note]").hidden = false;
+  await continueFrom("device");
+  if (device.fullscreen && document.documentElement.requestFullscreen) {
+    await document.documentElement.requestFullscreen().catch(() => {});
+  }
+}
+
+// --- Completion -------------------------------------------------------------------------
+
+async function finish(run) {
+  show("saving");
+  await run.outbox.drained();
+  const completion = run.session.completion
+    || await withRetries(() => requestJson("POST", "/api/v1/session/complete", { token: run.token }));
+  $("[data-code]").textContent = completion.completion_code;
+  show("done");
+  if (completion.mturk_submit) {
+    const form = $("[data-mturk-form]");
+    form.action = completion.mturk_submit.action;
+    $("[data-mturk-assignment]").value = completion.mturk_submit.assignmentId;
+    form.hidden = false;
+    $("[data-done-next]").textContent = "Sending you back to MTurk…";
+    setTimeout(() => form.submit(), 1500);
+  } else if (completion.redirect_url) {
+    const link = document.createElement("a");
+    link.href = completion.redirect_url;
+    link.textContent = "Continue";
+    $("[data-done-next]").replaceChildren("Taking you back in a moment. ", link);
+    setTimeout(() => location.assign(completion.redirect_url), 1500);
+  } else {
+    $("[data-done-next]").textContent = "Please copy this code; you may now close this page.";
+  }
+}
+
+// --- The whole session ------------------------------------------------------------------
+
+async function loadSession(token) {
+  try {
+    return await withRetries(() => requestJson("GET", "/api/v1/session", { token }));
+  } catch (e) {
+    if (e instanceof ApiError && e.status === 401) return null;
+    throw e;
+  }
+}
+
+async function main() {
+  labelKeys();
+  const who = identity();
+  if (who === null) return show("invalid");
+  if (who.preview) return show("preview");
+
+  let saved = store.get("session");
+  if (saved && saved.who !== who.key) {
+    // Someone else's session in this browser: start afresh, keep nothing of theirs.
+    store.remove("session");
+    store.remove("outbox");
+    saved = null;
+  }
+  let session = saved ? await loadSession(saved.token) : null;
+  let token = session ? saved.token : null;
+  if (!session) {
+    store.remove("outbox");
+    token = await signUp(who);
+    if (!token) return;
+    session = await loadSession(token);
+  }
+  if (session.state === "returned") return show("invalid");
+
+  const net = $("[data-net]");
+  const run = {
+    token,
+    session,
+    timing: session.study.timing,
+    staircaseMs: session.staircase_ms,
+    images: new Images(),
+    done: new Set(session.trials.filter((t) => t.answered).map((t) => t.id)),
+    frameMs: 1000 / 60,
+    lastAck: Promise.resolve(),
+  };
+  run.outbox = new Outbox(store.key("outbox"), token, {
+    onAck: (trialId, reply) => {
+      if (reply?.staircase_ms) run.staircaseMs = reply.staircase_ms;
+      net.hidden = true;
+    },
+    onChange: (waiting, failing = false) => {
+      if (failing) net.hidden = false;
+      const count = $("[data-saving-count]");
+      count.textContent = waiting ? `${waiting} answer(s) still to send.` : "";
+    },
+  });
+  for (const id of run.outbox.pending()) run.done.add(id);
+  run.outbox.flush();
+  if (session.state === "completed") return finish(run);
+
+  const remaining = (block) => session.trials.filter((t) => t.block === block && !run.done.has(t.id));
+  const examples = session.trials.filter((t) => t.block === "practice").slice(0, 3);
+  run.images.preload(remaining("practice").concat(remaining("main")), 20);
+  if (session.state === "consented" && !run.done.size) {
+    $("[data-examples]").replaceChildren(...examples.map((t) => {
+      const img = document.createElement("img");
+      img.src = t.image;
+      img.alt = "An example image";
+      return img;
+    }));
+    await continueFrom("instructions");
+  }
+  await checkDevice(run);
+  const mainStarted = session.state === "main" || session.trials.some(
+    (t) => t.block === "main" && run.done.has(t.id));
+  if (!mainStarted) await runBlock("practice", remaining("practice"), run);
+  await runBlock("main", remaining("main"), run);
+  await finish(run);
+}
+
+main().catch((e) => {
+  console.error(e);
+  $("[data-invalid-reason]").textContent =
+    "Something went wrong. Please reload this page; your answers so far are kept.";
+  show("invalid");
+});
