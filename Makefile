@@ -41,8 +41,9 @@ lint: $(VENV)/.installed-test
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-bench: $(VENV)/.installed-base
+bench: $(VENV)/.installed-test chromium
 	$(PY) benchmarks/ingest.py
+	$(PY) benchmarks/timing.py
 
 clean:
 	rm -rf $(DEMO) .pytest_cache .ruff_cache

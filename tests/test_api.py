@@ -339,3 +339,60 @@ def test_images_are_served_with_identical_headers(app, make_study):
     assert "Last-Modified" not in dict(only) and "ETag" not in dict(only)
     r = client.get("/i/not-an-image.png")
     assert r.status_code == 404 and r.is_json
+
+
+STAIRCASE = (
+    '[timing]\nmode = "staircase"\n'
+    "[timing.staircase]\nstart_ms = 300\nmin_ms = 250\nmax_ms = 350\nstep_ms = 50\ndown_after = 2\n"
+)
+
+
+def test_staircase_steps_on_the_server(app, make_study):
+    make_study(extra=STAIRCASE)
+    client = app.test_client()
+    token = join(client, client_id="stairs").json["token"]
+    data = session(client, token)
+    assert data["staircase_ms"] == 300
+    practice = [t for t in data["trials"] if t["block"] == "practice"]
+    adaptive = [t for t in data["trials"] if t.get("adaptive")]
+    assert all(t["exposure_ms"] == 300 for t in practice)
+    assert len(adaptive) == 20 and all(t["exposure_ms"] is None for t in adaptive)
+    with app.app_context():
+        expected = dict(db.session.execute(select(Trial.id, Trial.expected)).all())
+
+    def respond(trial, right: bool, exposure=None, **extra):
+        choice = (
+            expected[trial["id"]]
+            if right
+            else {"real": "fake", "fake": "real"}[expected[trial["id"]]]
+        )
+        body = {"choice": choice, "rt_ms": 700, **extra}
+        if exposure is not None:
+            body["exposure_ms"] = exposure
+        return client.put(f"/api/v1/trials/{trial['id']}/response", json=body, headers=auth(token))
+
+    before = db_snapshot(app)
+    assert respond(adaptive[0], True).status_code == 400  # which exposure was shown?
+    assert respond(adaptive[0], True, exposure=400).status_code == 400  # outside 250..350
+    assert db_snapshot(app) == before
+    steps = [
+        (True, 300, {}, 300),  # one right: not yet
+        (True, 300, {}, 250),  # two right in a row: shorter
+        (True, 250, {}, 250),
+        (True, 250, {}, 250),  # already at min_ms
+        (False, 250, {}, 300),  # an error: longer
+        (False, 300, {"valid": False, "invalid_reason": "hidden"}, 300),  # invalid: no step
+        (False, 300, {}, 350),
+        (False, 350, {}, 350),  # already at max_ms
+    ]
+    for trial, (right, shown, extra, after) in zip(adaptive, steps, strict=False):
+        r = respond(trial, right, exposure=shown, **extra)
+        assert r.status_code == 200 and r.json["staircase_ms"] == after, r.json
+    with app.app_context():
+        planned = db.session.scalars(
+            select(Trial.planned_exposure_ms)
+            .where(Trial.id.in_([t["id"] for t in adaptive[: len(steps)]]))
+            .order_by(Trial.id)
+        ).all()
+    assert planned == [shown for _, shown, _, _ in steps]
+    assert session(client, token)["staircase_ms"] == 350

@@ -21,7 +21,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 SCREENS = Path(__file__).resolve().parent.parent / "docs" / "screens"
 PROLIFIC = "PROLIFIC_PID=5f1a2b3c4d5e6f7a8b9c0d1e&STUDY_ID=study-1&SESSION_ID=session-1"
-FAST = "[timing]\nfixation_ms = 100\nexposure_ms = 100\n"
+FAST = "[timing]\nfixation_ms = 100\nexposure_ms = 100\nmask_ms = 50\n"
 READY = '[data-choice="real"]:not([disabled])'
 
 
@@ -66,7 +66,7 @@ def start(page, url: str, shots: bool = False) -> None:
     wait_screen(page, "consent")
     if shots:
         screenshot(page, "consent")
-    page.click("[data-action=consent]")
+    page.keyboard.press("Enter")  # keyboard only: "I agree" has the focus
     wait_screen(page, "instructions")
     page.wait_for_function(
         "[...document.querySelectorAll('[data-examples] img')].every(i => i.complete)"
@@ -122,6 +122,13 @@ def answer_trials(
         page.wait_for_selector('[data-choice="real"][disabled]', state="attached")
         done += 1
     return done
+
+
+def stored_responses(app) -> int:
+    with app.app_context():
+        count = db.session.scalar(select(func.count()).select_from(Response))
+        db.session.remove()
+    return count
 
 
 def assert_answered_exactly_once(app) -> list:
@@ -215,11 +222,13 @@ def test_mturk_session_by_buttons(app, make_study, live_server, page):
 def test_reload_mid_block_resumes_at_the_next_trial(app, make_study, live_server, page):
     make_study(extra=FAST)
     start(page, f"{live_server}/s/t")
-    answer_trials(page, 4 + 5)
-    # Reload once the last answer has reached the server (an answer given in the last
-    # few ms of a presentation is only saved when the presentation ends).
-    with page.expect_response(lambda r: r.url.endswith("/response")):
-        answer_trials(page, 1)
+    answer_trials(page, 4 + 6)
+    # Reload once the last answer has reached the server: an answer given while the
+    # image is still up is saved when the presentation (and mask) ends.
+    deadline = time.monotonic() + 15
+    while stored_responses(app) < 10:
+        assert time.monotonic() < deadline, "the answers did not reach the server"
+        page.wait_for_timeout(50)
     page.reload()
     wait_screen(page, "device")
     page.wait_for_selector('[data-screen="device"] [data-action="continue"]:not([disabled])')
@@ -293,6 +302,9 @@ def test_failed_attention_check_shows_in_the_export(app, make_study, live_server
     shot = {"done": False}
 
     def choose(n, instruction):
+        if n == 4:
+            # The window loses focus while the first main image is up: an invalid trial.
+            page.evaluate("window.dispatchEvent(new Event('blur'))")
         if instruction and not shot["done"]:
             screenshot(page, "attention-check")
             shot["done"] = True
@@ -313,6 +325,13 @@ def test_failed_attention_check_shows_in_the_export(app, make_study, live_server
     with open(tmp_path / "export" / "trials.csv", newline="") as f:
         instructed = [r for r in csv.DictReader(f) if r["kind"] == "instructed"]
     assert instructed and all(r["correct"] == "false" for r in instructed)
+    with app.app_context():
+        invalid = db.session.execute(
+            select(Trial.block, Trial.position, Response.invalid_reason)
+            .join(Response)
+            .where(Response.valid.is_(False))
+        ).all()
+    assert [tuple(row) for row in invalid] == [("main", 4, "blur")]
 
 
 def test_trial_screen_and_small_screens(app, make_study, live_server, browser):

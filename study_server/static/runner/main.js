@@ -187,11 +187,17 @@ function waitForAnswer(state) {
 async function runTrial(trial, run) {
   const stage = $("[data-stage]");
   const fixation = $("[data-fixation]");
-  const stimulus = $("[data-stimulus]");
   const mask = $("[data-mask]");
   const prompt = $("[data-prompt]");
+  // Put the already decoded image itself on the stage: a new <img> with the same URL
+  // would decode again and might miss the onset frame.
   const image = await run.images.get(trial.image);
-  stimulus.src = image.src;
+  image.className = "stimulus";
+  image.alt = "";
+  image.dataset.stimulus = "";
+  image.style.visibility = "hidden";
+  $("[data-stimulus]").replaceWith(image);
+  const stimulus = image;
   if (!run.stageSized) {
     // Whole multiples of the stimulus size keep every pixel sharp.
     const scale = Math.max(1, Math.floor(384 / image.naturalWidth));
