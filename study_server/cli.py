@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 from pathlib import Path
 
@@ -17,8 +18,43 @@ class UserError(click.ClickException):
     exit_code = 2
 
 
+# Analysis commands are imported only when run, so `percept serve` never loads
+# pandas or torch (the study server must run without the ML stack).
+LAZY_COMMANDS = {
+    "human": ("analysis.human_cli:human", "Human error rates per model from an export."),
+    "features": ("analysis.features_cli:features", "Image features from an encoder (cached)."),
+    "metrics": ("analysis.metrics_cli:metrics", "Metrics of each model's images against the real."),
+}
+
+
 class PerceptGroup(click.Group):
-    """Turns errors a user can fix into one line and exit status 2."""
+    """Turns errors a user can fix into one line and exit status 2; loads analysis lazily."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *LAZY_COMMANDS})
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in LAZY_COMMANDS and name not in self.commands:
+            module, attr = LAZY_COMMANDS[name][0].split(":")
+            try:
+                command = getattr(importlib.import_module(module), attr)
+            except ModuleNotFoundError as e:
+                if e.name and e.name.split(".")[0] in ("torch", "timm", "open_clip"):
+                    raise UserError(
+                        f"`percept {name}` needs the ML extra: pip install 'percept[ml]'"
+                    ) from None
+                raise
+            self.add_command(command, name)
+        return super().get_command(ctx, name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        # Short help of lazy commands comes from LAZY_COMMANDS: --help imports nothing heavy.
+        rows = [(name, cmd.get_short_help_str(60)) for name, cmd in sorted(self.commands.items())]
+        rows += [
+            (name, help) for name, (_, help) in LAZY_COMMANDS.items() if name not in self.commands
+        ]
+        with formatter.section("Commands"):
+            formatter.write_dl(sorted(rows))
 
     def invoke(self, ctx: click.Context):
         try:

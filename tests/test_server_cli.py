@@ -154,3 +154,21 @@ def test_numeric_secrets_from_the_environment_stay_text(monkeypatch, tmp_path):
     app = create_app(instance_path=str(tmp_path))
     assert app.config["SECRET_KEY"] == "1234567890123456789012"
     assert app.config["ADMIN_PASSWORD_HASH"]
+
+
+def test_the_server_and_help_never_load_the_analysis_stack():
+    code = (
+        "import sys\n"
+        "from click.testing import CliRunner\n"
+        "from study_server.cli import cli\n"
+        "from study_server import create_app\n"
+        "create_app()\n"
+        "assert CliRunner().invoke(cli, ['--help']).exit_code == 0\n"
+        "heavy = sorted({'torch', 'pandas', 'timm', 'open_clip', 'scipy'} & set(sys.modules))\n"
+        "print(heavy)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
