@@ -1,0 +1,160 @@
+"""Mixed-effects logistic model of errors: model effects with participant and image intercepts.
+
+    error ~ 0 + model + (1 | participant) + (1 | image)
+
+fitted per dataset by the Laplace approximation, as lme4's `glmer` does with
+nAGQ = 1: for given random-effect variances, the mode of (model effects,
+participant and image intercepts) is found by Newton's method on sparse
+matrices; the variances maximise the Laplace-approximated marginal likelihood.
+Each model's effect is its log-odds of error for a typical participant on a
+typical image, reported as a probability with a Wald 95% interval.
+
+Why not statsmodels' BinomialBayesMixedGLM: on this machine it took minutes
+for 10,000 trials (fit_vb and fit_map alike) where studies have 200,000. When
+the Laplace fit fails, a logistic GLM with standard errors clustered by
+participant is used instead, and `mixed_method` says so.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+from scipy import optimize, sparse
+from scipy.sparse.linalg import splu
+from scipy.special import expit
+
+Z = 1.959963984540054
+COLUMNS = ("dataset", "model", "mixed_error", "mixed_low", "mixed_high", "mixed_method")
+
+
+def errors(model_trials: pd.DataFrame) -> np.ndarray:
+    """1 where the answer was wrong: a real image judged fake, or a fake judged real."""
+    said_fake = model_trials["said_fake"].to_numpy(dtype=np.float64)
+    return np.where(model_trials["source"] == "real", said_fake, 1 - said_fake)
+
+
+class LaplaceFit:
+    """Sparse Newton mode-finding and the Laplace marginal likelihood for one dataset."""
+
+    def __init__(self, y: np.ndarray, fixed: np.ndarray, people: np.ndarray, images: np.ndarray):
+        n = len(y)
+        self.y = y
+        self.m = fixed.max() + 1
+        self.p = people.max() + 1
+        self.i = images.max() + 1
+        rows = np.repeat(np.arange(n), 3)
+        cols = np.stack([fixed, self.m + people, self.m + self.p + images], axis=1).ravel()
+        self.design = sparse.csr_array(
+            (np.ones(3 * n), (rows, cols)), shape=(n, self.m + self.p + self.i)
+        )
+        self.theta = np.zeros(self.m + self.p + self.i)
+
+    def precision(self, log_sd: np.ndarray) -> np.ndarray:
+        # A very weak prior on the model effects keeps H invertible for perfect separation.
+        return np.concatenate(
+            [
+                np.full(self.m, 1e-4),
+                np.full(self.p, np.exp(-2 * log_sd[0])),
+                np.full(self.i, np.exp(-2 * log_sd[1])),
+            ]
+        )
+
+    def mode(self, log_sd: np.ndarray, steps: int = 50):
+        """Newton's method for the posterior mode; returns (log joint density, LU of H)."""
+        prior = self.precision(log_sd)
+        theta = self.theta
+        for _ in range(steps):
+            mu = expit(self.design @ theta)
+            gradient = self.design.T @ (self.y - mu) - prior * theta
+            weights = mu * (1 - mu)
+            hessian = (self.design.T @ self.design.multiply(weights[:, None])).tocsc()
+            hessian = hessian + sparse.diags_array(prior)
+            lu = splu(hessian.tocsc())
+            step = lu.solve(gradient)
+            theta = theta + step
+            if np.max(np.abs(step)) < 1e-8:
+                break
+        mu = expit(self.design @ theta)
+        weights = mu * (1 - mu)
+        hessian = (self.design.T @ self.design.multiply(weights[:, None])).tocsc()
+        lu = splu((hessian + sparse.diags_array(prior)).tocsc())
+        self.theta = theta
+        eta = self.design @ theta
+        loglik = np.sum(self.y * eta - np.logaddexp(0, eta))
+        u = theta[self.m : self.m + self.p]
+        v = theta[self.m + self.p :]
+        log_prior = (
+            -0.5 * self.p * (np.log(2 * np.pi) + 2 * log_sd[0])
+            - 0.5 * u @ u * np.exp(-2 * log_sd[0])
+            - 0.5 * self.i * (np.log(2 * np.pi) + 2 * log_sd[1])
+            - 0.5 * v @ v * np.exp(-2 * log_sd[1])
+        )
+        return loglik + log_prior, lu
+
+    def negative_marginal(self, log_sd: np.ndarray) -> float:
+        joint, lu = self.mode(log_sd)
+        # log det H from the LU factors (L has a unit diagonal).
+        log_det = np.sum(np.log(np.abs(lu.U.diagonal())))
+        return -(joint - 0.5 * log_det)
+
+    def fit(self) -> tuple[np.ndarray, np.ndarray]:
+        """Model effects (log-odds) and their standard errors."""
+        best = optimize.minimize(
+            self.negative_marginal,
+            x0=np.log([0.5, 0.5]),
+            method="Nelder-Mead",
+            bounds=[(np.log(1e-3), np.log(10.0))] * 2,
+            options={"xatol": 0.02, "fatol": 0.01, "maxfev": 80},
+        )
+        _, lu = self.mode(best.x)
+        effects = self.theta[: self.m]
+        basis = np.zeros((self.theta.size, self.m))
+        basis[np.arange(self.m), np.arange(self.m)] = 1
+        covariance = lu.solve(basis)[: self.m]
+        return effects, np.sqrt(np.diag(covariance))
+
+
+def fit_dataset(trials: pd.DataFrame) -> pd.DataFrame:
+    """Model effects of one dataset's trials (columns as COLUMNS)."""
+    y = errors(trials)
+    models = pd.Categorical(trials["model"])
+    people = pd.Categorical(trials["participant_id"]).codes
+    images = pd.Categorical(trials["image_id"]).codes
+    try:
+        with np.errstate(over="ignore"):
+            mean, se = LaplaceFit(y, models.codes, people, images).fit()
+        if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(se))):
+            raise FloatingPointError("non-finite estimates")
+        method = "laplace-glmm"
+    except (FloatingPointError, RuntimeError, np.linalg.LinAlgError) as e:
+        warnings.warn(f"mixed model did not fit ({e}); using a clustered GLM", stacklevel=2)
+        mean, se = _clustered_glm(y, models.codes, people)
+        method = "glm-clustered"
+    return pd.DataFrame(
+        {
+            "dataset": trials["dataset"].iloc[0],
+            "model": list(models.categories),
+            "mixed_error": expit(mean),
+            "mixed_low": expit(mean - Z * se),
+            "mixed_high": expit(mean + Z * se),
+            "mixed_method": method,
+        }
+    )
+
+
+def _clustered_glm(y, fixed, groups):
+    import statsmodels.api as sm
+
+    exog = np.eye(fixed.max() + 1)[fixed]
+    result = sm.GLM(y, exog, family=sm.families.Binomial()).fit(
+        cov_type="cluster", cov_kwds={"groups": groups}
+    )
+    return np.asarray(result.params), np.asarray(result.bse)
+
+
+def mixed_table(model_trials: pd.DataFrame) -> pd.DataFrame:
+    """fit_dataset for every dataset."""
+    parts = [fit_dataset(group) for _, group in model_trials.groupby("dataset", sort=True)]
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=COLUMNS)

@@ -1,0 +1,164 @@
+"""Loading a study export into one tidy DataFrame: one row per trial, one column per variable.
+
+The export's own `data_dictionary.md` says which columns each file has and of
+which type; `load` checks the CSV files against it, so a missing or mistyped
+column is one clear error rather than a wrong number later.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+
+from stimuli.errors import PerceptError
+
+DICTIONARY = "data_dictionary.md"
+FILES = ("trials.csv", "participants.csv", "images.csv")
+# Participant columns joined onto every trial (prefixed where the names would clash).
+PARTICIPANT_COLUMNS = (
+    "platform",
+    "platform_pid",
+    "state",
+    "completed_at",
+    "main_trials",
+    "answered_main",
+)
+
+
+def read_dictionary(export_dir: Path) -> dict[str, dict[str, str]]:
+    """{file name: {column: type}} from an export's data dictionary."""
+    path = export_dir / DICTIONARY
+    if not path.is_file():
+        raise PerceptError(
+            f"{export_dir}: no {DICTIONARY}; is this a folder written by `percept export`?"
+        )
+    columns: dict[str, dict[str, str]] = {}
+    current = None
+    for line in path.read_text(encoding="utf-8").splitlines():
+        heading = re.match(r"^## (\S+\.csv)\s*$", line)
+        if heading:
+            current = columns.setdefault(heading.group(1), {})
+            continue
+        row = re.match(r"^\| `([^`]+)` \| (\w+) \|", line)
+        if row and current is not None:
+            current[row.group(1)] = row.group(2)
+    missing = [f for f in FILES if not columns.get(f)]
+    if missing:
+        raise PerceptError(f"{path}: no column table for {', '.join(missing)}")
+    return columns
+
+
+def read_table(path: Path, types: dict[str, str]) -> pd.DataFrame:
+    """One export CSV, every column converted to its documented type."""
+    if not path.is_file():
+        raise PerceptError(f"{path}: file not found; export the study again")
+    try:
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
+    except (pd.errors.ParserError, UnicodeDecodeError) as e:
+        raise PerceptError(f"{path}: not a readable CSV file ({e})") from None
+    missing = [c for c in types if c not in frame.columns]
+    if missing:
+        raise PerceptError(
+            f"{path}: missing column(s) {', '.join(missing)} that {DICTIONARY} lists"
+        )
+    for column, kind in types.items():
+        frame[column] = convert(frame[column], kind, path, column)
+    return frame
+
+
+def convert(values: pd.Series, kind: str, path: Path, column: str) -> pd.Series:
+    """A text column as its dictionary type; names the first bad row when a value does not fit."""
+    try:
+        if kind == "integer":
+            return pd.to_numeric(values, errors="raise").astype("Int64")
+        if kind == "number":
+            return pd.to_numeric(values, errors="raise").astype("float64")
+        if kind == "boolean":
+            bad = ~values.isin(["true", "false"]) & values.notna()
+            if bad.any():
+                raise ValueError(values[bad].iloc[0])
+            return values.map({"true": True, "false": False}).astype("boolean")
+        if kind == "timestamp":
+            return pd.to_datetime(values, utc=True, format="ISO8601", errors="raise")
+        return values.astype("string")
+    except (ValueError, TypeError) as e:
+        row = _first_bad_row(values, kind)
+        raise PerceptError(
+            f"{path}: column {column} should hold {kind} values, "
+            f"but row {row} has {values.iloc[row - 2]!r} ({e})"
+        ) from None
+
+
+def _first_bad_row(values: pd.Series, kind: str) -> int:
+    """The 1-based file line (header is line 1) of the first value that does not convert."""
+    for i, value in enumerate(values):
+        if pd.isna(value):
+            continue
+        try:
+            if kind in ("integer", "number"):
+                float(value)
+                if kind == "integer" and float(value) != int(float(value)):
+                    raise ValueError
+            elif kind == "boolean" and value not in ("true", "false"):
+                raise ValueError
+            elif kind == "timestamp":
+                pd.Timestamp(value)
+        except (ValueError, TypeError):
+            return i + 2
+    return 2
+
+
+def load(source: str | Path) -> pd.DataFrame:
+    """All trials of an export, with their participant's variables, as one tidy frame.
+
+    `source` is a folder written by `percept export`, or a database URL (then the
+    export is made into a temporary folder first, by the study server's own exporter).
+    """
+    text = str(source)
+    if "://" in text:
+        with tempfile.TemporaryDirectory() as tmp:
+            export_database(text, Path(tmp))
+            return load(tmp)
+    export_dir = Path(source)
+    if not export_dir.is_dir():
+        raise PerceptError(f"{export_dir}: no such folder; run `percept export --out {text}`")
+    columns = read_dictionary(export_dir)
+    trials = read_table(export_dir / "trials.csv", columns["trials.csv"])
+    participants = read_table(export_dir / "participants.csv", columns["participants.csv"])
+    if trials.empty:
+        raise PerceptError(f"{export_dir / 'trials.csv'}: no trials; nobody has taken part yet")
+    unknown = set(trials["participant_id"].dropna()) - set(participants["participant_id"])
+    if unknown:
+        raise PerceptError(
+            f"{export_dir / 'trials.csv'}: trials of participant(s) not in participants.csv, "
+            f"e.g. {sorted(unknown)[0]}; export the study again"
+        )
+    joined = participants[["participant_id", *PARTICIPANT_COLUMNS]].rename(
+        columns={"state": "participant_state"}
+    )
+    frame = trials.merge(joined, on="participant_id", how="left", validate="many_to_one")
+    return frame.sort_values(["participant_id", "position"], ignore_index=True)
+
+
+def load_images(export_dir: str | Path) -> pd.DataFrame:
+    """images.csv of an export, typed."""
+    export_dir = Path(export_dir)
+    return read_table(export_dir / "images.csv", read_dictionary(export_dir)["images.csv"])
+
+
+def export_database(db_url: str, out: Path) -> None:
+    """Run the study server's exporter in its own process (analysis never imports Flask)."""
+    code = "from study_server.cli import main; main()"
+    result = subprocess.run(
+        [sys.executable, "-c", code, "export", "--db", db_url, "--out", str(out)],
+        capture_output=True,
+        text=True,
+    )
+    if result.returncode != 0:
+        message = (result.stderr.strip().splitlines() or ["export failed"])[-1]
+        raise PerceptError(message.removeprefix("Error: "))
