@@ -12,7 +12,10 @@ Definitions (docs/human-stats.md has them in full):
 
 from __future__ import annotations
 
+import json
+from dataclasses import asdict, dataclass
 from itertools import combinations
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -242,16 +245,25 @@ def joint_interval(
     return float(low[0]), float(high[0])
 
 
+@dataclass
 class HumanResult:
-    """The four tables `percept human` writes."""
+    """What `percept human` writes: four tables for people, two files for `percept report`."""
 
-    def __init__(self, human, pairs, images, exclusions, rules, counts):
-        self.human, self.pairs, self.images, self.exclusions = human, pairs, images, exclusions
-        self.rules, self.counts = rules, counts
+    human: pd.DataFrame
+    pairs: pd.DataFrame
+    images: pd.DataFrame
+    exclusions: pd.DataFrame
+    # Per (dataset, model, participant) scores: the report resamples these.
+    participants: pd.DataFrame
+    # Counts, rules, design and settings: the report's methods section.
+    summary: dict
+
+    @property
+    def counts(self) -> dict:
+        return self.summary["counts"]
 
     def write(self, out) -> None:
-        from pathlib import Path
-
+        """human.csv, pairs.csv, images.csv, exclusions.csv, participant_errors.csv, summary."""
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         for name, table in (
@@ -259,10 +271,14 @@ class HumanResult:
             ("pairs.csv", self.pairs),
             ("images.csv", self.images),
             ("exclusions.csv", self.exclusions),
+            ("participant_errors.csv", self.participants),
         ):
             tmp = out / f".{name}.tmp"
             table.to_csv(tmp, index=False, float_format="%.6g")
             tmp.replace(out / name)
+        tmp = out / ".human_summary.json.tmp"
+        tmp.write_text(json.dumps(self.summary, indent=2, default=str))
+        tmp.replace(out / "human_summary.json")
 
 
 def analyse(
@@ -306,16 +322,61 @@ def analyse(
         table = table.merge(mixed_table(per_model), on=["dataset", "model"], how="left")
     participants = trials["participant_id"].nunique()
     out_people = excluded.loc[excluded["level"] == "participant", "participant_id"].nunique()
-    counts = {
-        "participants": participants,
-        "excluded_participants": out_people,
-        "included_participants": participants - out_people,
-        "excluded_trials": int((excluded["level"] == "trial").sum()),
-        "included_trials": len(kept),
+    main = trials[trials["block"] == "main"]
+    summary = {
+        "counts": {
+            "participants": participants,
+            "excluded_participants": out_people,
+            "included_participants": participants - out_people,
+            "excluded_trials": int((excluded["level"] == "trial").sum()),
+            "included_trials": len(kept),
+        },
+        "excluded_by_rule": {
+            rule: int(group["participant_id"].nunique()) for rule, group in excluded.groupby("rule")
+        },
+        "rules": asdict(rules),
+        "design": {
+            "studies": sorted(trials["study"].dropna().unique().tolist()),
+            "platforms": sorted(trials["platform"].dropna().unique().tolist())
+            if "platform" in trials
+            else [],
+            "datasets": sorted(trials["dataset"].dropna().unique().tolist()),
+            "main_trials_per_participant": float(main.groupby("participant_id").size().median()),
+            "planned_exposures_ms": sorted(
+                float(x) for x in main["planned_exposure_ms"].dropna().unique()
+            )[:20],
+            "unlimited_exposure_trials": int(main["planned_exposure_ms"].isna().sum()),
+        },
+        "bootstrap": {"resamples": resamples, "seed": seed, "joint": joint},
+        "versions": package_versions(),
     }
+    scores = participant_scores(per_model)
     return HumanResult(
-        table, pairs_table(table, samples), image_table(kept), excluded, rules, counts
+        table, pairs_table(table, samples), image_table(kept), excluded, scores, summary
     )
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of the packages behind the numbers, for methods sections."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {}
+    for name in (
+        "percept",
+        "numpy",
+        "scipy",
+        "pandas",
+        "statsmodels",
+        "torch",
+        "timm",
+        "open_clip_torch",
+        "matplotlib",
+    ):
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            continue
+    return found
 
 
 def format_table(result: HumanResult) -> str:

@@ -6,7 +6,14 @@ from pathlib import Path
 
 import click
 
-OUTPUTS = ("human.csv", "pairs.csv", "images.csv", "exclusions.csv")
+OUTPUTS = (
+    "human.csv",
+    "pairs.csv",
+    "images.csv",
+    "exclusions.csv",
+    "participant_errors.csv",
+    "human_summary.json",
+)
 
 
 @click.command()

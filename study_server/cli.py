@@ -24,6 +24,7 @@ LAZY_COMMANDS = {
     "human": ("analysis.human_cli:human", "Human error rates per model from an export."),
     "features": ("analysis.features_cli:features", "Image features from an encoder (cached)."),
     "metrics": ("analysis.metrics_cli:metrics", "Metrics of each model's images against the real."),
+    "report": ("analysis.report_cli:report", "Which metrics agree with people: an HTML report."),
 }
 
 

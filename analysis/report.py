@@ -1,0 +1,414 @@
+"""The correlation report: CSV tables, figures (PNG and SVG) and one self-contained index.html.
+
+index.html embeds every figure as a PNG data URI and uses no script or remote
+asset, so it opens offline and can be mailed as one file; the SVG files beside
+it are for papers.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from analysis.correlate import (
+    CONVENTION,
+    HUMAN,
+    MIN_MODELS,
+    Measures,
+    correlations,
+    kendall_matrix,
+    measures,
+    pooled,
+)
+from stimuli.errors import PerceptError
+
+
+@dataclass
+class Report:
+    correlations: pd.DataFrame
+    pooled: pd.DataFrame
+    kendall: pd.DataFrame
+    data: Measures
+    human: pd.DataFrame
+    summary: dict
+    figures: list[tuple[str, str, Path]] = field(default_factory=list)  # (title, caption, png)
+
+
+def read_inputs(
+    human_csv: Path, metrics_csv: Path, scores_csv: Path | None
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame | None, pd.DataFrame | None, dict]:
+    """human.csv, metrics.csv, optional scores, and the files `percept human` wrote beside."""
+
+    def read(path: Path) -> pd.DataFrame:
+        if not Path(path).is_file():
+            raise PerceptError(f"{path}: file not found")
+        try:
+            return pd.read_csv(path)
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+            raise PerceptError(f"{path}: not a readable CSV file ({e})") from None
+
+    human = read(human_csv)
+    for column in ("dataset", "model", "error"):
+        if column not in human.columns:
+            raise PerceptError(f"{human_csv}: missing column {column}; made by `percept human`?")
+    metrics = read(metrics_csv)
+    scores = read(scores_csv) if scores_csv else None
+    folder = Path(human_csv).parent
+    participants = (
+        read(folder / "participant_errors.csv")
+        if (folder / "participant_errors.csv").is_file()
+        else None
+    )
+    summary_file = folder / "human_summary.json"
+    summary = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
+    return human, metrics, scores, participants, summary
+
+
+def build(
+    human: pd.DataFrame,
+    metrics: pd.DataFrame,
+    scores: pd.DataFrame | None = None,
+    participants: pd.DataFrame | None = None,
+    summary: dict | None = None,
+    *,
+    resamples: int = 2000,
+    seed: int = 0,
+) -> Report:
+    """All the numbers of the report (no files yet)."""
+    data = measures(human, metrics, scores)
+    table = correlations(data, participants, resamples=resamples, permutations=resamples, seed=seed)
+    return Report(
+        correlations=table,
+        pooled=pooled(table),
+        kendall=kendall_matrix(data),
+        data=data,
+        human=human,
+        summary=dict(summary or {}, report={"resamples": resamples, "seed": seed}),
+    )
+
+
+# --- Figures -------------------------------------------------------------------------------
+
+
+def _bars(centre, low, high) -> np.ndarray:
+    """Error-bar lengths; an interval need not contain its estimate, so clip at zero."""
+    centre, low, high = (np.asarray(a, dtype=float) for a in (centre, low, high))
+    return np.clip(np.vstack([centre - low, high - centre]), 0, None)
+
+
+def _save(fig, out: Path, name: str, layout: bool = True) -> Path:
+    if layout:
+        fig.tight_layout()
+    png = out / f"{name}.png"
+    # Layout is done once by the figure itself; bbox_inches="tight" would draw it twice more.
+    fig.savefig(png, dpi=100)
+    fig.savefig(out / f"{name}.svg")
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return png
+
+
+def figures(report: Report, out: Path) -> None:
+    """Every figure, written as PNG and SVG into `out`."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    # Text stays text in SVG: smaller files, faster to write, searchable in a paper.
+    matplotlib.rcParams["svg.fonttype"] = "none"
+    import matplotlib.pyplot as plt
+
+    wide, human = report.data.wide, report.human.set_index(["dataset", "model"])
+    for dataset, frame in wide.groupby(level="dataset", sort=True):
+        rows = human.loc[dataset].reindex(frame.index.get_level_values("model"))
+        # Human error per model, with its participant-bootstrap interval.
+        fig, ax = plt.subplots(figsize=(7, 0.35 * len(frame) + 1.2))
+        order = np.argsort(rows["error"].to_numpy())
+        y = np.arange(len(frame))
+        err = rows["error"].to_numpy()[order]
+        low = rows.get("error_low", rows["error"]).to_numpy()[order]
+        high = rows.get("error_high", rows["error"]).to_numpy()[order]
+        ax.errorbar(err, y, xerr=_bars(err, low, high), fmt="o", color="#1d4ed8", capsize=3)
+        ax.set_yticks(y, rows.index.to_numpy()[order])
+        ax.axvline(0.5, color="#999", lw=0.8, ls="--")
+        ax.set_xlabel("human error (0.5 = indistinguishable from real)")
+        ax.set_title(f"{dataset}: human error per model, 95% bootstrap interval")
+        report.figures.append(
+            (
+                f"{dataset}: human error",
+                "Participant-bootstrap 95% intervals.",
+                _save(fig, out, f"human-{dataset}"),
+            )
+        )
+
+        # Forest plot of Kendall tau with both intervals.
+        corr = report.correlations[
+            (report.correlations["dataset"] == dataset) & (report.correlations["status"] == "ok")
+        ].sort_values("kendall")
+        if len(corr):
+            fig, ax = plt.subplots(figsize=(7, 0.22 * len(corr) + 1.5))
+            y = np.arange(len(corr))
+            tau = corr["kendall"].to_numpy()
+            ax.errorbar(
+                tau,
+                y + 0.15,
+                xerr=_bars(tau, corr["kendall_models_low"], corr["kendall_models_high"]),
+                fmt="o",
+                ms=3,
+                color="#1d4ed8",
+                label="resampling models",
+            )
+            if "kendall_participants_low" in corr:
+                ax.errorbar(
+                    tau,
+                    y - 0.15,
+                    xerr=_bars(
+                        tau, corr["kendall_participants_low"], corr["kendall_participants_high"]
+                    ),
+                    fmt="s",
+                    ms=3,
+                    color="#b45309",
+                    label="resampling participants",
+                )
+            labels = [
+                m + ("  (random weights)" if not p else "")
+                for m, p in zip(corr["measure"], corr["pretrained"].fillna(True), strict=True)
+            ]
+            ax.set_yticks(y, labels, fontsize=7)
+            for tick, pretrained in zip(
+                ax.get_yticklabels(), corr["pretrained"].fillna(True), strict=True
+            ):
+                if not pretrained:
+                    tick.set_color("#b91c1c")
+            ax.axvline(0, color="#999", lw=0.8)
+            ax.set_xlim(-1.05, 1.05)
+            ax.set_xlabel("Kendall τ-b with human error (positive = agrees with people)")
+            ax.set_title(f"{dataset}: agreement of each metric with people")
+            ax.legend(loc="lower right", fontsize=7)
+            report.figures.append(
+                (
+                    f"{dataset}: agreement (forest plot)",
+                    "Kendall τ-b with 95% bootstrap intervals. " + CONVENTION,
+                    _save(fig, out, f"forest-{dataset}"),
+                )
+            )
+
+        # Human error against each measure, model labels, interval bars.
+        columns = [c for c in frame.columns if c != HUMAN]
+        if len(frame) >= 1 and columns:
+            per_row = 6
+            n_rows = -(-len(columns) // per_row)
+            fig, axes = plt.subplots(
+                n_rows,
+                per_row,
+                figsize=(2.6 * per_row, 2.3 * n_rows),
+                squeeze=False,
+                sharey=True,
+            )
+            herr = rows["error"].to_numpy()
+            hlow = rows.get("error_low", rows["error"]).to_numpy()
+            hhigh = rows.get("error_high", rows["error"]).to_numpy()
+            # One colour per model, named once in a shared legend: thousands of point labels
+            # made this figure the slowest part of the report.
+            models = frame.index.get_level_values("model")
+            colours = plt.get_cmap("tab20")(np.arange(len(models)) % 20)
+            for ax, column in zip(axes.flat, columns, strict=False):
+                x = frame[column].to_numpy()
+                ax.errorbar(
+                    x,
+                    herr,
+                    yerr=_bars(herr, hlow, hhigh),
+                    fmt="none",
+                    ecolor="#999",
+                    elinewidth=0.6,
+                )
+                ax.scatter(x, herr, c=colours, s=12, zorder=3)
+                ax.set_title(column, fontsize=7)
+                ax.tick_params(labelsize=6)
+                ax.xaxis.set_major_locator(plt.MaxNLocator(3))
+            for ax in list(axes.flat)[len(columns) :]:
+                ax.axis("off")
+            handles = [
+                plt.Line2D([], [], marker="o", ls="", color=c, label=m)
+                for c, m in zip(colours, models, strict=True)
+            ]
+            fig.supylabel("human error")
+            fig.supxlabel("metric, aligned (larger = more realistic by the metric)")
+            fig.tight_layout(rect=(0, 0, 1, 1 - 0.5 / (2.3 * n_rows)))
+            fig.legend(handles=handles, loc="upper center", ncol=min(len(models), 10), fontsize=7)
+            report.figures.append(
+                (
+                    f"{dataset}: human error against each metric",
+                    "Each point a model; bars are participant-bootstrap 95% intervals.",
+                    _save(fig, out, f"scatter-{dataset}", layout=False),
+                )
+            )
+
+    # Heatmap of the pooled Kendall matrix.
+    if len(report.kendall):
+        pooled_rows = report.kendall[report.kendall["dataset"] == "all"].set_index("measure")
+        names = list(pooled_rows.index)
+        size = max(4, 0.18 * len(names) + 2)
+        fig, ax = plt.subplots(figsize=(size, size))
+        image = ax.imshow(pooled_rows[names].to_numpy(dtype=float), vmin=-1, vmax=1, cmap="RdBu_r")
+        ax.set_xticks(range(len(names)), names, rotation=90, fontsize=5)
+        ax.set_yticks(range(len(names)), names, fontsize=5)
+        fig.colorbar(image, ax=ax, shrink=0.6, label="Kendall τ-b (mean over datasets)")
+        ax.set_title("Kendall τ-b between human error, metrics and scores")
+        report.figures.append(
+            (
+                "Kendall matrix",
+                "Mean over datasets with at least 3 models.",
+                _save(fig, out, "kendall-matrix"),
+            )
+        )
+
+
+# --- HTML -------------------------------------------------------------------------------
+
+
+def _table(frame: pd.DataFrame, digits: int = 3) -> str:
+    return frame.to_html(
+        index=False,
+        float_format=lambda v: f"{v:.{digits}f}",
+        na_rep="",
+        border=0,
+        classes="data",
+        escape=True,
+    )
+
+
+def methods(report: Report) -> str:
+    """The methods section, generated from the data."""
+    s = report.summary
+    parts = []
+    counts = s.get("counts")
+    if counts:
+        by_rule = ", ".join(f"{k}: {v}" for k, v in s.get("excluded_by_rule", {}).items())
+        parts.append(
+            f"<p>{counts['participants']} participants took part; "
+            f"{counts['excluded_participants']} were excluded ({html.escape(by_rule) or 'none'}), "
+            f"leaving {counts['included_participants']} with {counts['included_trials']} "
+            f"stimulus trials ({counts['excluded_trials']} trials excluded as invalid). "
+            f"Exclusion rules: {html.escape(json.dumps(s.get('rules', {})))}.</p>"
+        )
+    design = s.get("design")
+    if design:
+        exposures = ", ".join(f"{x:g} ms" for x in design.get("planned_exposures_ms", []))
+        parts.append(
+            f"<p>Studies {html.escape(', '.join(design.get('studies', [])))} on "
+            f"{html.escape(', '.join(design.get('platforms', [])) or 'unknown platforms')}; "
+            f"median {design.get('main_trials_per_participant', 0):g} main trials per participant; "
+            f"planned exposures {html.escape(exposures) or 'unlimited'}"
+            f"{'; ' + str(design['unlimited_exposure_trials']) + ' trials without a time limit (attention checks or unlimited mode)' if design.get('unlimited_exposure_trials') else ''}"  # noqa: E501
+            ".</p>"
+        )
+    info = report.data.info
+    encoders = info[info["kind"] == "metric"].drop_duplicates("encoder")
+    items = []
+    for row in encoders.itertuples(index=False):
+        if row.pretrained:
+            items.append(f"<li>{html.escape(row.encoder)}: pretrained weights</li>")
+        else:
+            items.append(
+                f'<li class="random">{html.escape(row.encoder)}: <strong>randomly initialised, '
+                "no pretrained weights</strong> (its numbers say nothing about real encoders)</li>"
+            )
+    parts.append(f"<p>Encoders:</p><ul>{''.join(items)}</ul>")
+    boot = s.get("bootstrap", {})
+    rep = s.get("report", {})
+    parts.append(
+        f"<p>Human error intervals: {boot.get('resamples', '?')} participant-bootstrap "
+        f"resamples (seed {boot.get('seed', '?')}). Correlations: Pearson, Spearman, Kendall "
+        f"τ-b with {rep.get('resamples')} bootstrap resamples of participants and, separately, "
+        f"of models, and {rep.get('resamples')} permutations for the p-value (seed "
+        f"{rep.get('seed')}). Datasets with fewer than {MIN_MODELS} models are not "
+        f"correlated. {html.escape(CONVENTION)}</p>"
+    )
+    versions = s.get("versions", {})
+    if versions:
+        parts.append(
+            "<p>Packages: "
+            + html.escape(", ".join(f"{k} {v}" for k, v in versions.items()))
+            + ".</p>"
+        )
+    return "\n".join(parts)
+
+
+def write(report: Report, out: Path) -> None:
+    """correlations.csv, kendall_matrix.csv, pooled.csv, figures and index.html into `out`."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    report.correlations.to_csv(out / "correlations.csv", index=False, float_format="%.6g")
+    report.kendall.to_csv(out / "kendall_matrix.csv", index=False, float_format="%.6g")
+    report.pooled.to_csv(out / "pooled.csv", index=False, float_format="%.6g")
+    figures(report, out)
+    best = report.correlations[report.correlations["rank"] == 1][
+        ["dataset", "measure", "kendall", "kendall_models_low", "kendall_models_high"]
+    ]
+    too_small = report.correlations[report.correlations["status"] != "ok"][
+        ["dataset", "measure", "status"]
+    ].drop_duplicates("dataset")
+    top = report.correlations[report.correlations["status"] == "ok"]
+    columns = [
+        c
+        for c in (
+            "dataset",
+            "rank",
+            "measure",
+            "pretrained",
+            "models",
+            "kendall",
+            "kendall_models_low",
+            "kendall_models_high",
+            "kendall_participants_low",
+            "kendall_participants_high",
+            "kendall_p",
+            "spearman",
+            "pearson",
+        )
+        if c in top.columns
+    ]
+    figures_html = "\n".join(
+        f'<figure><img alt="{html.escape(title)}" src="data:image/png;base64,'
+        f'{base64.b64encode(png.read_bytes()).decode()}"><figcaption>'
+        f"<strong>{html.escape(title)}.</strong> {html.escape(caption)} "
+        f'(<a href="{png.with_suffix(".svg").name}">SVG</a>)</figcaption></figure>'
+        for title, caption, png in report.figures
+    )
+    page = f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<title>percept: which metrics agree with people</title>
+<style>
+body {{ font-family: system-ui, sans-serif; max-width: 70rem; margin: 2rem auto; padding: 0 1rem;
+  color: #222; line-height: 1.45; }}
+table.data {{ border-collapse: collapse; font-size: 0.85rem; margin: 1rem 0; }}
+table.data th, table.data td {{ border-bottom: 1px solid #ddd; padding: 0.2rem 0.5rem; }}
+figure {{ margin: 2rem 0; }} figure img {{ max-width: 100%; }}
+.random {{ color: #b91c1c; }} .convention {{ background: #eef2ff; padding: 0.6rem 1rem; }}
+</style></head><body>
+<h1>Which metrics agree with people?</h1>
+<p class="convention">{html.escape(CONVENTION)}</p>
+<h2>Best metric per dataset</h2>
+{_table(best)}
+{_table(too_small) if len(too_small) else ""}
+<h2>Pooled across datasets</h2>
+<p>Mean of each measure's per-dataset coefficients (datasets with at least {MIN_MODELS} models).</p>
+{_table(report.pooled.head(30))}
+<h2>Figures</h2>
+{figures_html}
+<h2>All correlations</h2>
+<p>Also in <a href="correlations.csv">correlations.csv</a>; the Kendall matrix in
+<a href="kendall_matrix.csv">kendall_matrix.csv</a>.</p>
+{_table(top[columns])}
+<h2>Methods</h2>
+{methods(report)}
+</body></html>
+"""
+    (out / "index.html").write_text(page, encoding="utf-8")
