@@ -17,11 +17,16 @@ $(VENV)/.installed-base: pyproject.toml | $(PY)
 	$(PIP) install --quiet -e .
 	touch $@
 
-$(VENV)/.installed-test: pyproject.toml | $(PY)
-	$(PIP) install --quiet -e '.[ml,dev]'
+# The demo computes features with (randomly initialised) networks: it needs torch.
+$(VENV)/.installed-ml: pyproject.toml | $(PY)
+	$(PIP) install --quiet -e '.[ml]'
 	touch $@ $(VENV)/.installed-base
 
-demo: $(VENV)/.installed-base
+$(VENV)/.installed-test: pyproject.toml | $(PY)
+	$(PIP) install --quiet -e '.[ml,dev]'
+	touch $@ $(VENV)/.installed-ml $(VENV)/.installed-base
+
+demo: $(VENV)/.installed-ml
 	$(VENV)/bin/percept demo --out $(DEMO)
 
 # Browser tests drive Debian's chromium; Playwright's own browser download is never used.

@@ -147,12 +147,26 @@ def study_create(config_file: Path, db_url: str | None) -> None:
 @DB_OPTION
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=5000, show_default=True, type=click.IntRange(0, 65535))
-def serve(db_url: str | None, host: str, port: int) -> None:
+@click.option(
+    "--demo",
+    "demo_dir",
+    is_flag=False,
+    flag_value="demo-out",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Serve the database `percept demo` made in this folder [default folder: demo-out].",
+)
+def serve(db_url: str | None, host: str, port: int, demo_dir: Path | None) -> None:
     """Serve studies with the development server (use gunicorn in production; see README)."""
     from werkzeug.serving import run_simple
 
     from study_server.schema import require_current_schema
 
+    if demo_dir is not None:
+        database = demo_dir / "demo.sqlite3"
+        if not database.is_file():
+            raise PerceptError(f"{database}: not found; run `percept demo --out {demo_dir}` first")
+        db_url = f"sqlite:///{database.resolve()}"
+        click.echo(f"Demo study: http://{host}:{port}/s/demo")
     app = make_app(db_url)
     require_current_schema(app)
     click.echo(f"Serving on http://{host}:{port}/ (Ctrl-C stops)")
@@ -198,32 +212,84 @@ def export_command(
     help="Folder for everything the demo writes.",
 )
 @click.option(
+    "--participants",
+    type=click.IntRange(min=10),
+    default=60,
+    show_default=True,
+    help="Simulated participants.",
+)
+@click.option(
     "--seed",
     type=click.IntRange(min=0),
     default=0,
     show_default=True,
     help="Seed of every random choice.",
 )
-def demo(out: Path, seed: int) -> None:
-    """Run the pipeline on bundled images, with no network.
+def demo(out: Path, participants: int, seed: int) -> None:
+    """Run the whole pipeline on bundled images, with no network.
 
-    For now this builds the demo stimulus set (two datasets, five models each
-    with planted realism), audits it and prints its summary; the study,
-    simulated crowd, statistics and report join as they are built.
+    Builds the demo stimuli (two datasets, five models each with planted
+    realism), creates the study on SQLite, serves it with gunicorn on a free
+    local port, runs a simulated crowd over HTTP, exports, computes human
+    statistics, features and metrics (encoders without pretrained weights, said
+    so everywhere) and writes the report. Everything started is stopped.
     """
-    from stimuli import audit
-    from stimuli.demo import make_demo
-    from stimuli.manifest import summary_table
+    from study_server.demo import run_demo
 
-    stimdir = out / "stimuli"
-    report = make_demo(stimdir, seed=seed, progress=True)
-    problems = audit(stimdir)
-    if problems:
-        raise PerceptError(f"{stimdir}: the demo set failed its own audit: {problems[0]}")
-    click.echo(f"Demo stimulus set (seed {seed}): {len(report.rows)} images in {stimdir}")
-    click.echo(summary_table(report.rows))
-    click.echo("Audit: passed (nothing but pixels tells real from fake)")
-    click.echo(f"Planted realism of each model: {stimdir / 'ground_truth.csv'}")
+    run_demo(out, participants=participants, seed=seed, echo=click.echo)
+
+
+@cli.command()
+@click.option(
+    "--url", required=True, help="Base URL of the study server, e.g. http://127.0.0.1:5000"
+)
+@click.option("--study", "slug", required=True, help="The study's slug.")
+@click.option(
+    "--stimuli",
+    "stimdir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="The study's stimulus folder: the simulated observers recognise images by content.",
+)
+@click.option("--participants", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option("--concurrency", type=click.IntRange(min=1, max=500), default=8, show_default=True)
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder for truth.csv (who was simulated how) [default: none written].",
+)
+def simulate(
+    url: str,
+    slug: str,
+    stimdir: Path,
+    participants: int,
+    concurrency: int,
+    seed: int,
+    out: Path | None,
+) -> None:
+    """Scripted participants over HTTP, using only what a browser uses (docs in the module)."""
+    from tqdm import tqdm
+
+    from study_server.crowd import simulate_crowd
+
+    with tqdm(total=participants, unit="participant", disable=None) as bar:
+        people = simulate_crowd(
+            url,
+            slug,
+            stimdir,
+            participants,
+            concurrency=concurrency,
+            seed=seed,
+            out=out,
+            progress=bar.update,
+        )
+    statuses: dict[str, int] = {}
+    for p in people:
+        statuses[p.status] = statuses.get(p.status, 0) + 1
+    click.echo(", ".join(f"{n} {status}" for status, n in sorted(statuses.items())))
+    if out:
+        click.echo(f"Truth: {out / 'truth.csv'}")
 
 
 def main() -> None:

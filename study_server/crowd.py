@@ -1,0 +1,227 @@
+"""A simulated crowd: scripted participants over real HTTP, using only what a browser uses.
+
+Each simulated participant signs up, loads their session, downloads every
+image, answers, and completes, through the public participant API. To answer
+they "look" at the image bytes: the image's sha256 is looked up in the
+stimulus folder (its manifest and, for demo sets, ground_truth.csv), which
+gives the latent realness a person would perceive: 1 for real photographs,
+2 * planted_realism - 1 for a model's fakes, -3 for catch images. They answer
+"real" with probability
+
+    lapse / 2 + (1 - lapse) * Phi(skill * realness - bias)
+
+(the signal-detection model of analysis/simulation.py). Some participants are
+inattentive (random, fast answers: they fail attention checks), some abandon
+half-way, some reload (fetch their session again and resend answers already
+sent, which the server must treat as the same answers). The truth about every
+participant is written to `truth.csv`; the per-model truth is the stimulus folder's
+ground_truth.csv.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import math
+import random
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from stimuli.errors import PerceptError
+from stimuli.manifest import MANIFEST, read_csv, read_manifest
+
+FRAME_MS = 1000 / 60
+
+
+@dataclass
+class Person:
+    """One simulated participant and what happened to them."""
+
+    number: int
+    client_id: str
+    skill: float
+    bias: float
+    lapse: float
+    inattentive: bool
+    abandons: bool
+    reloads: bool
+    status: str = "not started"
+    answered: int = 0
+    resent: int = 0
+
+
+def realness_table(stimdir: Path) -> dict[str, float]:
+    """sha256 -> latent realness, from the stimulus folder's manifest and ground truth."""
+    rows = read_manifest(stimdir)
+    planted: dict[tuple[str, str], float] = {}
+    truth_file = Path(stimdir) / "ground_truth.csv"
+    if truth_file.is_file():
+        for row in read_csv(truth_file, ("dataset", "model", "planted_realism")):
+            planted[row["dataset"], row["model"]] = float(row["planted_realism"])
+    table = {}
+    for row in rows:
+        if row["role"] == "catch":
+            table[row["sha256"]] = -3.0
+        elif row["source"] == "real":
+            table[row["sha256"]] = 1.0
+        else:
+            # Without planted realism (a user's own stimuli) every model looks middling.
+            table[row["sha256"]] = 2 * planted.get((row["dataset"], row["model"]), 0.5) - 1
+    return table
+
+
+def answer_probability(person: Person, realness: float) -> float:
+    """P(answer 'real') for this person and image."""
+    if person.inattentive:
+        return 0.5
+    phi = 0.5 * (1 + math.erf((person.skill * realness - person.bias) / math.sqrt(2)))
+    return person.lapse / 2 + (1 - person.lapse) * phi
+
+
+def run_person(base: str, slug: str, person: Person, table: dict[str, float], seed: int) -> Person:
+    """One whole session over HTTP; returns the person with what happened."""
+    import requests
+
+    rng = random.Random(seed)
+    http = requests.Session()
+
+    def call(method: str, path: str, **kwargs):
+        # A flaky network: retry transport errors, as the runner's outbox does.
+        for attempt in range(8):
+            try:
+                response = http.request(method, base + path, timeout=30, **kwargs)
+            except requests.RequestException:
+                threading.Event().wait(0.2 * 2**attempt)
+                continue
+            if response.status_code >= 500:
+                threading.Event().wait(0.2 * 2**attempt)
+                continue
+            return response
+        raise PerceptError(f"{base}{path}: no answer after 8 tries; is the server running?")
+
+    r = call(
+        "POST",
+        f"/api/v1/studies/{slug}/participants",
+        json={
+            "consent": True,
+            "client_id": person.client_id,
+            "screen": {"width": 1920, "height": 1080, "device_pixel_ratio": 1},
+        },
+    )
+    if r.status_code == 409:
+        person.status = r.json().get("error", "refused")
+        return person
+    if r.status_code not in (200, 201):
+        raise PerceptError(f"sign-up refused: {r.status_code} {r.text[:200]}")
+    http.headers["Authorization"] = f"Bearer {r.json()['token']}"
+    session = call("GET", "/api/v1/session").json()
+    trials = [t for t in session["trials"] if not t["answered"]]
+    stop_at = len(trials) // 2 if person.abandons else len(trials)
+    sent: list[tuple[int, dict]] = []
+    for i, trial in enumerate(trials[:stop_at]):
+        image = call("GET", trial["image"]).content
+        realness = table.get(hashlib.sha256(image).hexdigest())
+        if realness is None:
+            raise PerceptError(
+                f"{trial['image']}: an image the stimulus folder does not list; "
+                "simulate with the stimulus folder the study was made from"
+            )
+        if trial.get("instruction") and not person.inattentive:
+            choice = trial["instruction"]
+        else:
+            choice = "real" if rng.random() < answer_probability(person, realness) else "fake"
+        fast = person.inattentive
+        rt = rng.uniform(90, 140) if fast else math.exp(rng.gauss(math.log(750), 0.35))
+        exposure = trial.get("exposure_ms")
+        body = {
+            "choice": choice,
+            "rt_ms": round(rt, 1),
+            "frame_ms": round(FRAME_MS, 3),
+            "valid": True,
+            "input": "key",
+        }
+        if exposure:
+            frames = max(1, round(exposure / FRAME_MS))
+            body.update(frames=frames, displayed_ms=round(frames * FRAME_MS, 2))
+        if trial.get("adaptive"):
+            body["exposure_ms"] = session.get("staircase_ms") or 500
+        r = call("PUT", f"/api/v1/trials/{trial['id']}/response", json=body)
+        if r.status_code != 200:
+            raise PerceptError(f"answer refused: {r.status_code} {r.text[:200]}")
+        sent.append((trial["id"], body))
+        person.answered += 1
+        if person.reloads and i == stop_at // 2:
+            # A reload: the session again, and the last few answers resent as they were.
+            call("GET", "/api/v1/session")
+            for trial_id, old in sent[-3:]:
+                again = call("PUT", f"/api/v1/trials/{trial_id}/response", json=old)
+                if again.status_code != 200:
+                    raise PerceptError(f"a resent answer was refused: {again.status_code}")
+                person.resent += 1
+    if person.abandons:
+        person.status = "abandoned"
+        return person
+    r = call("POST", "/api/v1/session/complete")
+    person.status = "completed" if r.status_code == 200 else f"complete refused: {r.status_code}"
+    return person
+
+
+def crowd(
+    participants: int,
+    seed: int,
+    inattentive: float = 0.08,
+    abandon: float = 0.05,
+    reload: float = 0.1,
+) -> list[Person]:
+    """The simulated people, drawn from one seed."""
+    rng = random.Random(seed)
+    return [
+        Person(
+            number=i,
+            client_id=f"sim-{seed}-{i:05d}",
+            skill=math.exp(rng.gauss(math.log(1.6), 0.3)),
+            bias=rng.gauss(0, 0.25),
+            lapse=0.04,
+            inattentive=rng.random() < inattentive,
+            abandons=rng.random() < abandon,
+            reloads=rng.random() < reload,
+        )
+        for i in range(participants)
+    ]
+
+
+def simulate_crowd(
+    url: str,
+    slug: str,
+    stimdir: Path,
+    participants: int,
+    *,
+    concurrency: int = 8,
+    seed: int = 0,
+    out: Path | None = None,
+    progress=None,
+) -> list[Person]:
+    """Run `participants` simulated people against a live server; write the truth to `out`."""
+    if not (Path(stimdir) / MANIFEST).is_file():
+        raise PerceptError(f"{stimdir}: no {MANIFEST}; pass the study's stimulus folder")
+    table = realness_table(stimdir)
+    people = crowd(participants, seed)
+    base = url.rstrip("/")
+    with ThreadPoolExecutor(max_workers=concurrency) as pool:
+        futures = [
+            pool.submit(run_person, base, slug, p, table, seed * 100_003 + p.number) for p in people
+        ]
+        for future in futures:
+            future.result()
+            if progress:
+                progress()
+    if out is not None:
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        with open(out / "truth.csv", "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(asdict(people[0])))
+            writer.writeheader()
+            writer.writerows(asdict(p) for p in people)
+    return people

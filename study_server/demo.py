@@ -1,0 +1,255 @@
+"""`percept demo`: the whole pipeline on bundled images, with no network.
+
+stimuli → study on SQLite → gunicorn on a free local port → simulated crowd
+over HTTP → export → human statistics → features and metrics → report. Every
+step writes into one folder; everything started is stopped at the end.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from stimuli.errors import PerceptError
+
+STUDY = """\
+# Written by `percept demo`. Every key: docs/study-config.md.
+slug = "demo"
+title = "Real or generated? (percept demo)"
+stimuli = "stimuli"
+models = "all"
+consent = "This is a demonstration study of percept. Nothing you answer is kept beyond this demo."
+instructions = "Press F if the image is a real photograph, J if a computer made it."
+
+[design]
+real_trials = {trials}
+fake_trials = {trials}
+
+[practice]
+trials = 4
+
+[attention]
+catch_trials = 3
+instructed_trials = 1
+
+[timing]
+fixation_ms = 500
+exposure_ms = 500
+
+[recruitment]
+platform = "link"
+target_per_model = {target}
+"""
+SLUG = "demo"
+ENCODERS = ("pixel", "random:dinov2-vits14")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def percept(*args: str) -> None:
+    """Run a `percept` sub-command in a fresh interpreter (its output goes to ours)."""
+    code = "from study_server.cli import main; main()"
+    result = subprocess.run([sys.executable, "-c", code, *args])
+    if result.returncode != 0:
+        raise PerceptError(f"`percept {args[0]}` failed (exit {result.returncode}); see above")
+
+
+class Server:
+    """gunicorn serving the demo database on 127.0.0.1, stopped on exit."""
+
+    def __init__(self, db_url: str, log: Path):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = {**os.environ, "DATABASE_URL": db_url, "SECRET_KEY": secrets.token_hex(32)}
+        config = Path(__file__).with_name("gunicorn.conf.py")
+        self.log = open(log, "w")  # noqa: SIM115 (closed in stop)
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "-c",
+                str(config),
+                "--bind",
+                f"127.0.0.1:{self.port}",
+                "--workers",
+                "2",
+                "--threads",
+                "4",
+                "--access-logfile",
+                "-",
+                "study_server.wsgi:app",
+            ],
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def wait(self, timeout: float = 60) -> None:
+        import requests
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise PerceptError(
+                    f"gunicorn stopped (exit {self.process.returncode}); see {self.log.name}"
+                )
+            try:
+                requests.get(f"{self.url}/api/v1/session", timeout=2)
+                return
+            except requests.ConnectionError:
+                time.sleep(0.2)
+        raise PerceptError(f"gunicorn did not answer within {timeout:.0f} s; see {self.log.name}")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+        self.log.close()
+
+    def __enter__(self) -> Server:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def run_demo(
+    out: Path,
+    *,
+    participants: int = 60,
+    seed: int = 0,
+    trials: int = 50,
+    echo: Callable[[str], None] = print,
+) -> Path:
+    """Run every step into `out`; returns the report's index.html."""
+    from stimuli import audit
+    from stimuli.demo import make_demo
+    from stimuli.manifest import read_csv, read_manifest, summary_table
+    from study_server import create_app
+    from study_server.crowd import simulate_crowd
+    from study_server.export import write_export
+    from study_server.schema import upgrade_schema
+    from study_server.studies import create_study
+    from study_server.studyconfig import load_config
+
+    start = time.monotonic()
+
+    def step(text: str) -> None:
+        echo(f"[{time.monotonic() - start:5.1f} s] {text}")
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    stimdir = out / "stimuli"
+    step("1/7 stimuli: two datasets, five models each with planted realism")
+    report = make_demo(stimdir, seed=seed, progress=True)
+    problems = audit(stimdir)
+    if problems:
+        raise PerceptError(f"{stimdir}: the demo set failed its own audit: {problems[0]}")
+    echo(summary_table(report.rows))
+    models = {(r["dataset"], r["model"]) for r in read_manifest(stimdir) if r["model"]}
+    target = -(-participants // len(models))
+
+    step(f"2/7 study {SLUG!r} on SQLite: {len(models)} models, target {target} participants each")
+    database = out / "demo.sqlite3"
+    database.unlink(missing_ok=True)
+    db_url = f"sqlite:///{database.resolve()}"
+    config_file = out / "demo-study.toml"
+    config_file.write_text(STUDY.format(trials=trials, target=target))
+    app = create_app({"SQLALCHEMY_DATABASE_URI": db_url})
+    upgrade_schema(app)
+    with app.app_context():
+        create_study(load_config(config_file))
+
+    with Server(db_url, out / "gunicorn.log") as server:
+        server.wait()
+        step(f"3/7 simulated crowd: {participants} participants over HTTP at {server.url}")
+        people = simulate_crowd(
+            server.url, SLUG, stimdir, participants, concurrency=8, seed=seed, out=out / "crowd"
+        )
+        done = sum(p.status == "completed" for p in people)
+        echo(
+            f"  {done} completed, {sum(p.abandons for p in people)} abandoned, "
+            f"{sum(p.inattentive for p in people)} inattentive, "
+            f"{sum(p.resent for p in people)} answers resent after reloads"
+        )
+
+    step("4/7 export")
+    with app.app_context():
+        write_export(out / "export", slug=SLUG)
+
+    step("5/7 human statistics")
+    percept(
+        "human",
+        str(out / "export"),
+        "--out",
+        str(out / "human"),
+        "--config",
+        str(config_file),
+        "--resamples",
+        "2000",
+        "--seed",
+        str(seed),
+    )
+
+    metrics = out / "metrics.csv"
+    if importlib.util.find_spec("analysis.metrics_cli") is None:
+        step("6/7 and 7/7 skipped: `percept metrics` is not built yet")
+    else:
+        step(f"6/7 features and metrics: encoders {', '.join(ENCODERS)} (no pretrained weights)")
+        args = ["metrics", "--real", str(stimdir), "--out", str(metrics), "--seed", str(seed)]
+        for encoder in ENCODERS:
+            args += ["--encoder", encoder]
+        percept(*args)
+        step("7/7 report")
+        percept(
+            "report",
+            "--human",
+            str(out / "human" / "human.csv"),
+            "--metrics",
+            str(metrics),
+            "--out",
+            str(out / "report"),
+            "--seed",
+            str(seed),
+        )
+
+    truth = {
+        (r["dataset"], r["model"]): float(r["planted_realism"])
+        for r in read_csv(stimdir / "ground_truth.csv", ("dataset", "model", "planted_realism"))
+    }
+    echo(planted_agreement(out / "human" / "human.csv", truth))
+    step(f"done. Report: {out / 'report' / 'index.html'}")
+    echo(
+        f"Open the demo study in a browser: percept serve --demo {out}  "
+        f"(then http://127.0.0.1:5000/s/{SLUG})"
+    )
+    return out / "report" / "index.html"
+
+
+def planted_agreement(human_csv: Path, truth: dict[tuple[str, str], float]) -> str:
+    """One line: Kendall tau between planted realism and measured human error."""
+    import pandas as pd
+    from scipy.stats import kendalltau
+
+    human = pd.read_csv(human_csv)
+    human["planted"] = [
+        truth.get((d, m)) for d, m in zip(human["dataset"], human["model"], strict=True)
+    ]
+    tau = kendalltau(human["planted"], human["error"]).statistic
+    return (
+        f"Planted realism vs measured human error over {len(human)} models: Kendall tau = {tau:.2f}"
+    )
