@@ -35,7 +35,11 @@ def rng() -> np.random.Generator:
 # --- Fréchet distance ---------------------------------------------------------------------------
 
 
-pytestmark = pytest.mark.filterwarnings("ignore:The `disp` argument:DeprecationWarning")
+# The references' sqrtm: a deprecated argument, and its (expected) singular-matrix warning.
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:The `disp` argument:DeprecationWarning"),
+    pytest.mark.filterwarnings("ignore:Matrix is singular:scipy.linalg.LinAlgWarning"),
+]
 
 
 def reference_fds(real: np.ndarray, fake: np.ndarray) -> list[float]:
@@ -126,6 +130,18 @@ def test_fd_with_fewer_samples_than_dimensions_is_exact(rng, n_real, n_fake):
     assert rel(ours, mpmath_fd(real, fake)) <= 1e-7
     for ref in reference_fds(real, fake):  # theirs carry ~1e-8 of sqrt-of-rounding noise
         assert rel(ours, ref) <= 1e-6
+
+
+def test_fd_with_a_singular_covariance_despite_many_samples(rng):
+    # A constant feature (a dead unit) makes the covariance singular with N > d: the
+    # Cholesky factor fails and the clipped eigendecomposition takes over.
+    real, fake = correlated(rng, 300, 16), correlated(rng, 300, 16, shift=0.2)
+    real[:, 3] = 1.0
+    fake[:, [3, 9]] = 0.5
+    ours = metrics.fd(real, fake)
+    for ref in reference_fds(real, fake):
+        assert rel(ours, ref) <= 1e-6
+    assert abs(metrics.fd(real, real.copy())) <= 1e-10 * np.trace(np.cov(real, rowvar=False))
 
 
 def test_fd_infinity_follows_dgm_eval_protocol(rng):

@@ -14,8 +14,9 @@ the symmetric positive semi-definite F^T S_b F, so
     tr((S_a S_b)^(1/2)) = sum of sqrt(eigenvalues of F^T S_b F)
 
 F is the centred data divided by sqrt(n - 1) when a set has no more samples than
-dimensions (exact, no decomposition at all), otherwise V diag(sqrt(lambda)) from
-the eigendecomposition of the covariance, tiny negative eigenvalues clipped to 0.
+dimensions (exact, no decomposition at all), otherwise the Cholesky factor of the
+covariance (or, should it be singular, V diag(sqrt(lambda)) from its
+eigendecomposition, tiny negative eigenvalues clipped to 0).
 When both sets are that small, the trace is the sum of singular values of
 F_a^T F_b, and no d x d matrix is ever formed.
 """
@@ -68,11 +69,19 @@ class Gaussian:
 
     @cached_property
     def factor(self) -> np.ndarray:
-        """F with F F^T = S: centred data / sqrt(n - 1) (d x n) if small, else V sqrt(L) (d x d)."""
+        """F with F F^T = S: the centred data / sqrt(n - 1) (d x n) if small, else d x d.
+
+        For a d x d factor, Cholesky is several times faster than an eigendecomposition
+        and as accurate (both are backward stable); a covariance that is singular
+        after all (a constant feature, say) falls back to V sqrt(max(L, 0)).
+        """
         if self.small:
             return self.centred.T / np.sqrt(self.n - 1)
-        eigenvalues, vectors = np.linalg.eigh(self.cov)
-        return vectors * np.sqrt(np.clip(eigenvalues, 0.0, None))
+        try:
+            return np.linalg.cholesky(self.cov)
+        except np.linalg.LinAlgError:
+            eigenvalues, vectors = np.linalg.eigh(self.cov)
+            return vectors * np.sqrt(np.clip(eigenvalues, 0.0, None))
 
 
 def trace_sqrt_product(a: Gaussian, b: Gaussian) -> float:

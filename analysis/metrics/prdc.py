@@ -8,7 +8,7 @@ Every sample gets a ball reaching its k-th nearest neighbour within its own set.
 - coverage: share of real balls that contain at least one fake sample (diversity).
 "Inside" is strictly closer than the radius, as in the ``prdc`` package.
 
-The ``prdc`` package builds three full N x N distance matrices (about 60 GB at
+The ``prdc`` package builds three full N x N distance matrices (18.6 GiB each at
 N = 50,000). Here the real-fake distances come one block of real rows at a time
 (see :mod:`analysis.metrics.distances`) and only what the four numbers need is
 kept: each sample's radius, each fake sample's count of real balls, and per real
