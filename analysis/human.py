@@ -60,24 +60,38 @@ def participant_scores(trials: pd.DataFrame) -> pd.DataFrame:
     n_fake = counts.get(("count", "fake"), pd.Series(0.0, counts.index)).fillna(0)
     said_fake_real = counts.get(("sum", "real"), pd.Series(0.0, counts.index)).fillna(0)
     n_real = counts.get(("count", "real"), pd.Series(0.0, counts.index)).fillna(0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        fake_error = np.where(n_fake > 0, 1 - said_fake_fake / n_fake, np.nan)
-        real_error = np.where(n_real > 0, said_fake_real / n_real, np.nan)
-    hit = ndtri((said_fake_fake + 0.5) / (n_fake + 1))
-    false_alarm = ndtri((said_fake_real + 0.5) / (n_real + 1))
     scores = pd.DataFrame(
         {
             "n_fake": n_fake.astype(int),
             "n_real": n_real.astype(int),
-            "fake_error": fake_error,
-            "real_error": real_error,
-            "error": np.nanmean(np.vstack([fake_error, real_error]), axis=0),
-            "dprime": hit - false_alarm,
-            "criterion": -(hit + false_alarm) / 2,
+            **scores_from_counts(said_fake_fake, n_fake, said_fake_real, n_real),
         },
         index=counts.index,
     )
     return scores.reset_index()
+
+
+def scores_from_counts(fakes_said_fake, n_fake, reals_said_fake, n_real) -> dict[str, np.ndarray]:
+    """Per participant: fake, real and balanced error, d' and c from counts of "fake" answers.
+
+    Arrays of equal length; the one definition behind both trial-level exports and
+    published per-participant summaries (analysis/published.py).
+    """
+    fakes_said_fake, n_fake, reals_said_fake, n_real = (
+        np.asarray(a, dtype=np.float64) for a in (fakes_said_fake, n_fake, reals_said_fake, n_real)
+    )
+    with np.errstate(invalid="ignore", divide="ignore"):
+        fake_error = np.where(n_fake > 0, 1 - fakes_said_fake / n_fake, np.nan)
+        real_error = np.where(n_real > 0, reals_said_fake / n_real, np.nan)
+    hit = ndtri((fakes_said_fake + 0.5) / (n_fake + 1))
+    false_alarm = ndtri((reals_said_fake + 0.5) / (n_real + 1))
+    return {
+        "fake_error": fake_error,
+        "real_error": real_error,
+        "error": np.nanmean(np.vstack([fake_error, real_error]), axis=0),
+        "dprime": hit - false_alarm,
+        "criterion": -(hit + false_alarm) / 2,
+    }
 
 
 def all_models(trials: pd.DataFrame) -> pd.DataFrame:
@@ -105,20 +119,49 @@ def model_table(
     assigned = trials.drop_duplicates("participant_id")[["participant_id", "condition"]]
     assigned = assigned.assign(key=split_condition(assigned["condition"])).explode("key")
     out_people = set(excluded.loc[excluded["level"] == "participant", "participant_id"])
+    models = all_models(trials)
+    excluded_counts = {
+        (dataset, model): int(
+            assigned.loc[assigned["key"] == f"{dataset}/{model}", "participant_id"]
+            .isin(out_people)
+            .sum()
+        )
+        for dataset, model in models.itertuples(index=False)
+    }
+    return scores_table(scores, models, excluded_counts, resamples=resamples, seed=seed)
+
+
+def scores_table(
+    scores: pd.DataFrame,
+    models: pd.DataFrame,
+    excluded_counts: dict[tuple[str, str], int],
+    *,
+    resamples: int = RESAMPLES,
+    seed: int = 0,
+) -> tuple[pd.DataFrame, dict[tuple[str, str], np.ndarray]]:
+    """human.csv rows from per-participant scores, and each model's bootstrap samples of error.
+
+    `scores` has one row per (dataset, model, participant) with the MEASURES and
+    n_fake, n_real (or n_trials where the split is unknown); `models` lists the
+    (dataset, model) rows in order (each gets its own seed, spawned from `seed`).
+    """
     rows, samples = [], {}
     seeds = np.random.SeedSequence(seed)
-    models = all_models(trials)
     for (dataset, model), child in zip(
         models.itertuples(index=False), seeds.spawn(len(models)), strict=True
     ):
         mine = scores[(scores["dataset"] == dataset) & (scores["model"] == model)]
-        people = assigned.loc[assigned["key"] == f"{dataset}/{model}", "participant_id"]
+        trials = (
+            mine["n_trials"].sum()
+            if "n_trials" in mine
+            else mine["n_fake"].sum() + mine["n_real"].sum()
+        )
         row = {
             "dataset": dataset,
             "model": model,
             "participants": len(mine),
-            "excluded_participants": int(people.isin(out_people).sum()),
-            "trials": int(mine["n_fake"].sum() + mine["n_real"].sum()),
+            "excluded_participants": excluded_counts.get((dataset, model), 0),
+            "trials": int(trials),
         }
         values = mine[list(MEASURES)].to_numpy(dtype=np.float64)
         boot = resample_means(values, resamples, np.random.default_rng(child))
@@ -264,21 +307,30 @@ class HumanResult:
 
     def write(self, out) -> None:
         """human.csv, pairs.csv, images.csv, exclusions.csv, participant_errors.csv, summary."""
-        out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
-        for name, table in (
-            ("human.csv", self.human),
-            ("pairs.csv", self.pairs),
-            ("images.csv", self.images),
-            ("exclusions.csv", self.exclusions),
-            ("participant_errors.csv", self.participants),
-        ):
-            tmp = out / f".{name}.tmp"
-            table.to_csv(tmp, index=False, float_format="%.6g")
-            tmp.replace(out / name)
-        tmp = out / ".human_summary.json.tmp"
-        tmp.write_text(json.dumps(self.summary, indent=2, default=str))
-        tmp.replace(out / "human_summary.json")
+        write_outputs(
+            out,
+            {
+                "human.csv": self.human,
+                "pairs.csv": self.pairs,
+                "images.csv": self.images,
+                "exclusions.csv": self.exclusions,
+                "participant_errors.csv": self.participants,
+            },
+            self.summary,
+        )
+
+
+def write_outputs(out, tables: dict[str, pd.DataFrame], summary: dict) -> None:
+    """Each table as CSV and `summary` as human_summary.json, each through a temporary file."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    for name, table in tables.items():
+        tmp = out / f".{name}.tmp"
+        table.to_csv(tmp, index=False, float_format="%.6g")
+        tmp.replace(out / name)
+    tmp = out / ".human_summary.json.tmp"
+    tmp.write_text(json.dumps(summary, indent=2, default=str))
+    tmp.replace(out / "human_summary.json")
 
 
 def analyse(
@@ -387,10 +439,18 @@ def format_table(result: HumanResult) -> str:
         f"{c['excluded_participants']} excluded; {c['included_trials']} stimulus trials "
         f"included, {c['excluded_trials']} excluded (reasons in exclusions.csv)",
         "",
-        f"{'dataset':<12} {'model':<20} {'n':>4}  {'error':>6} {'95% CI':>15}  "
-        f"{'fooled':>6}  {'dprime':>6}",
+        *format_rows(result.human),
     ]
-    for r in result.human.itertuples(index=False):
+    return "\n".join(lines)
+
+
+def format_rows(human: pd.DataFrame) -> list[str]:
+    """The per-model table's heading and one line per model (human.csv columns)."""
+    lines = [
+        f"{'dataset':<12} {'model':<20} {'n':>4}  {'error':>6} {'95% CI':>15}  "
+        f"{'fooled':>6}  {'dprime':>6}"
+    ]
+    for r in human.itertuples(index=False):
         if r.participants == 0:
             lines.append(f"{r.dataset:<12} {r.model:<20} {0:>4}  {r.note}")
             continue
@@ -398,4 +458,4 @@ def format_table(result: HumanResult) -> str:
             f"{r.dataset:<12} {r.model:<20} {r.participants:>4}  {r.error:6.3f} "
             f"[{r.error_low:5.3f}, {r.error_high:5.3f}]  {r.fake_error:6.3f}  {r.dprime:6.2f}"
         )
-    return "\n".join(lines)
+    return lines

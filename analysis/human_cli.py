@@ -1,4 +1,8 @@
-"""`percept human EXPORT_DIR --out DIR`: human error rates per model from a study export."""
+"""`percept human EXPORT_DIR --out DIR`: human error rates per model from a study export.
+
+`percept human --summary FILE... [--image-summary FILE...] --out DIR` does the same
+from published per-participant and per-image summaries (analysis/published.py).
+"""
 
 from __future__ import annotations
 
@@ -17,8 +21,25 @@ OUTPUTS = (
 
 
 @click.command()
-@click.argument("source")
+@click.argument("source", required=False)
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Folder to write.")
+@click.option(
+    "--summary",
+    "summaries",
+    multiple=True,
+    metavar="[DATASET=]FILE",
+    help="Published per-participant CSV instead of SOURCE (repeatable): Stein et al.'s "
+    "(dataset from the file name, e.g. cifar10.csv, unless DATASET= is given) or the generic "
+    "layout. See docs/published-data.md.",
+)
+@click.option(
+    "--image-summary",
+    "image_summaries",
+    multiple=True,
+    metavar="[DATASET=]FILE",
+    help="Published per-image CSV (Stein et al.'s *_labeled_data.csv; repeatable): writes "
+    "images.csv.",
+)
 @click.option(
     "--config",
     "config_file",
@@ -42,8 +63,10 @@ OUTPUTS = (
 @click.option("--no-mixed", is_flag=True, help="Skip the mixed-effects model.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 def human(
-    source: str,
+    source: str | None,
     out: Path,
+    summaries: tuple[str, ...],
+    image_summaries: tuple[str, ...],
     config_file: Path | None,
     max_attention_failures: int | None,
     min_median_rt_ms: float | None,
@@ -60,8 +83,53 @@ def human(
 
     Writes human.csv (one row per model), pairs.csv, images.csv and
     exclusions.csv to --out, and prints the per-model table. Definitions:
-    docs/human-stats.md.
+    docs/human-stats.md. Instead of SOURCE, --summary and --image-summary take
+    published summaries of earlier studies (docs/published-data.md).
     """
+    from stimuli.errors import PerceptError
+
+    if summaries or image_summaries:
+        if source:
+            raise PerceptError(
+                "give either SOURCE (an export or database URL) or published summaries "
+                "(--summary/--image-summary), not both"
+            )
+        # Options that act on trial-level data: silently ignoring them would mislead.
+        trial_only = {
+            "--config": config_file is not None,
+            "--max-attention-failures": max_attention_failures is not None,
+            "--min-median-rt": min_median_rt_ms is not None,
+            "--max-invalid-fraction": max_invalid_fraction is not None,
+            "--keep-incomplete": keep_incomplete,
+            "--keep-repeated-ids": keep_repeated_ids,
+            "--keep-invalid-trials": keep_invalid_trials,
+            "--joint": joint,
+        }
+        given = [name for name, used in trial_only.items() if used]
+        if given:
+            raise PerceptError(
+                f"{', '.join(given)}: not available with published summaries (needs "
+                "trial-level data); see docs/published-data.md"
+            )
+        from analysis.published import SummaryFile, format_result
+        from analysis.published import analyse as analyse_published
+
+        result = analyse_published(
+            [SummaryFile.parse(s) for s in summaries],
+            [SummaryFile.parse(s) for s in image_summaries],
+            resamples=resamples,
+            seed=seed,
+        )
+        result.write(out)
+        click.echo(format_result(result))
+        click.echo(f"Wrote {', '.join(result.outputs())} to {out}")
+        return
+    if not source:
+        raise PerceptError(
+            "give SOURCE (an export folder or database URL), or published summaries with "
+            "--summary/--image-summary"
+        )
+
     from analysis.exclusions import ExclusionRules
     from analysis.human import analyse, format_table
     from analysis.responses import load, load_images
