@@ -21,7 +21,10 @@ class UserError(click.ClickException):
 # Analysis commands are imported only when run, so `percept serve` never loads
 # pandas or torch (the study server must run without the ML stack).
 LAZY_COMMANDS = {
-    "human": ("analysis.human_cli:human", "Human error rates per model from an export."),
+    "human": (
+        "analysis.human_cli:human",
+        "Human error rates per model from an export or published summaries.",
+    ),
     "features": ("analysis.features_cli:features", "Image features from an encoder (cached)."),
     "metrics": ("analysis.metrics_cli:metrics", "Metrics of each model's images against the real."),
     "report": ("analysis.report_cli:report", "Which metrics agree with people: an HTML report."),
