@@ -17,6 +17,7 @@ from sqlalchemy import select
 from werkzeug.exceptions import HTTPException
 
 from stimuli.manifest import image_path
+from study_server import openapi
 from study_server.assignment import (
     AssignmentError,
     ClientInfo,
@@ -32,12 +33,16 @@ from study_server.responses import (
     complete,
     is_adaptive,
     record,
+    storable,
     validate,
     withdraw,
 )
 from study_server.studies import study_config
+from study_server.studyconfig import SLUG
 
 bp = Blueprint("participant", __name__)
+# The OpenAPI document of the routes below (study_server/openapi.py builds it).
+bp.add_url_rule("/api/v1/openapi.json", "openapi", openapi.serve)
 
 PROLIFIC_DONE = "https://app.prolific.com/submissions/complete"
 MTURK_PREVIEW = "ASSIGNMENT_ID_NOT_AVAILABLE"
@@ -49,6 +54,8 @@ PLATFORM_FIELDS = {
     "link": ("client_id",),
 }
 ID_TEXT = re.compile(r"^[A-Za-z0-9._~:/+=-]{1,200}$")
+# Image ids as studies.py makes them (secrets.token_urlsafe): anything else is not looked up.
+PUBLIC_ID = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 # Stimuli never change, and every image gets exactly these headers (nothing else differs).
 IMAGE_HEADERS = {
     "Content-Type": "image/png",
@@ -113,8 +120,16 @@ def current_participant() -> Participant:
     return participant
 
 
+def find_study(slug: str) -> Study | None:
+    """The study with this slug, or None."""
+    # A slug that cannot exist is not looked up (PostgreSQL refuses NUL in a query).
+    if not SLUG.fullmatch(slug):
+        return None
+    return db.session.scalar(select(Study).where(Study.slug == slug))
+
+
 def study_or_404(slug: str) -> Study:
-    study = db.session.scalar(select(Study).where(Study.slug == slug))
+    study = find_study(slug)
     if study is None:
         raise ApiError(404, "unknown_study", "no such study")
     return study
@@ -161,7 +176,8 @@ def _id_text(body: dict[str, Any], name: str) -> str | None:
     value = body.get(name)
     if value is None:
         return None
-    if not isinstance(value, str) or not ID_TEXT.match(value):
+    # fullmatch: `$` alone would also let a trailing newline through.
+    if not isinstance(value, str) or not ID_TEXT.fullmatch(value):
         raise ApiError(400, "bad_field", f"{name} must be 1-200 URL-safe characters")
     return value
 
@@ -182,8 +198,8 @@ def _client_info(body: dict[str, Any]) -> ClientInfo:
     ):
         raise ApiError(400, "bad_field", "screen.device_pixel_ratio must be a number up to 20")
     ua = body.get("user_agent")
-    if ua is not None and (not isinstance(ua, str) or len(ua) > 1000):
-        raise ApiError(400, "bad_field", "user_agent must be a string of at most 1000 characters")
+    if ua is not None and (not isinstance(ua, str) or len(ua) > 1000 or not storable(ua)):
+        raise ApiError(400, "bad_field", "user_agent must be text of at most 1000 characters")
     return ClientInfo(screen.get("width"), screen.get("height"), dpr, ua)
 
 
@@ -306,6 +322,8 @@ def post_return():
 
 @bp.get("/i/<public_id>.png")
 def image(public_id: str):
+    if not PUBLIC_ID.fullmatch(public_id):
+        abort(404)
     row = db.session.execute(
         select(Image.sha256, Study.stimuli_dir)
         .join(Study, Image.study_id == Study.id)
@@ -320,7 +338,7 @@ def image(public_id: str):
 @bp.get("/s/<slug>")
 def runner(slug: str):
     """The trial runner: one page whose screens the ES modules in static/runner/ drive."""
-    study = db.session.scalar(select(Study).where(Study.slug == slug))
+    study = find_study(slug)
     if study is None:
         return render_template("participant/invalid.html"), 404
     config = study_config(study)

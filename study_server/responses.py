@@ -43,6 +43,19 @@ FIELDS: dict[str, tuple[tuple[type, ...], float | None, float | None]] = {
     "exposure_ms": (NUMBER, 1, 60_000),
 }
 REQUIRED = ("choice", "rt_ms")
+# Row ids are PostgreSQL integers: a larger id names no trial (and SQLite cannot compare it).
+MAX_ID = 2**31 - 1
+
+
+def storable(text: str) -> bool:
+    """Whether both databases can store this text: no NUL, no unpaired surrogate."""
+    if "\x00" in text:
+        return False  # PostgreSQL refuses NUL in text
+    try:
+        text.encode("utf-8")  # JSON may carry a lone surrogate escape, which UTF-8 cannot
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def validate(body: Any) -> dict[str, Any]:
@@ -67,6 +80,8 @@ def validate(body: Any) -> dict[str, Any]:
         if isinstance(value, str):
             if not low <= len(value) <= high:
                 raise ResponseError(400, "bad_field", f"{name} must be {low} to {high} characters")
+            if not storable(value):
+                raise ResponseError(400, "bad_field", f"{name} must be UTF-8 text without NUL")
         elif low is not None and not (low <= value <= high and value == value):
             raise ResponseError(400, "bad_field", f"{name} must be between {low} and {high}")
     return body
@@ -78,7 +93,7 @@ def record(participant: Participant, trial_id: int, body: dict[str, Any]) -> tup
     Raises ResponseError: 404 for a trial that is not this participant's, 409 for a
     different answer to an answered trial or a practice answer once the main block began.
     """
-    trial = db.session.get(Trial, trial_id)
+    trial = db.session.get(Trial, trial_id) if 0 < trial_id <= MAX_ID else None
     if trial is None or trial.participant_id != participant.id:
         raise ResponseError(404, "unknown_trial", "no such trial in this session")
     stored = trial.response
