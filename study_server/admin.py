@@ -28,6 +28,7 @@ from werkzeug.wrappers import Response
 from study_server import dashboard
 from study_server.db import utcnow
 from study_server.models import Study
+from study_server.studies import find_study
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 # Admin forms carry CSRF tokens; the participant API authenticates with bearer tokens instead.
@@ -156,7 +157,7 @@ def export(slug: str):
 
 def study_or_404(slug: str) -> Study:
     """The study with this slug, or a 404 page."""
-    found = dashboard.find_study(slug)
+    found = find_study(slug)
     if found is None:
         abort(404)
     return found

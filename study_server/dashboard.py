@@ -105,11 +105,6 @@ def all_studies() -> list[Study]:
     return list(db.session.scalars(select(Study).order_by(Study.id)))
 
 
-def find_study(slug: str) -> Study | None:
-    """The study with this slug, or None."""
-    return db.session.scalar(select(Study).where(Study.slug == slug))
-
-
 def summarise(study: Study, now: datetime | None = None) -> StudySummary:
     """Per-model and whole-study counts for one study, as of `now` (default: the current time)."""
     config = study_config(study)

@@ -37,8 +37,7 @@ from study_server.responses import (
     validate,
     withdraw,
 )
-from study_server.studies import study_config
-from study_server.studyconfig import SLUG
+from study_server.studies import find_study, study_config
 
 bp = Blueprint("participant", __name__)
 # The OpenAPI document of the routes below (study_server/openapi.py builds it).
@@ -118,14 +117,6 @@ def current_participant() -> Participant:
     if participant is None:
         raise ApiError(401, "unauthorized", "unknown or expired token")
     return participant
-
-
-def find_study(slug: str) -> Study | None:
-    """The study with this slug, or None."""
-    # A slug that cannot exist is not looked up (PostgreSQL refuses NUL in a query).
-    if not SLUG.fullmatch(slug):
-        return None
-    return db.session.scalar(select(Study).where(Study.slug == slug))
 
 
 def study_or_404(slug: str) -> Study:

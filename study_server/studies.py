@@ -12,7 +12,7 @@ from stimuli.errors import PerceptError
 from stimuli.manifest import MANIFEST, image_path, read_manifest
 from study_server.db import db
 from study_server.models import Generator, Image, Study
-from study_server.studyconfig import StudyConfig, parse_config
+from study_server.studyconfig import SLUG, StudyConfig, parse_config
 
 
 def create_study(config: StudyConfig) -> Study:
@@ -69,6 +69,14 @@ def create_study(config: StudyConfig) -> Study:
         )
     db.session.commit()
     return study
+
+
+def find_study(slug: str) -> Study | None:
+    """The study with this slug, or None."""
+    # A slug that cannot exist is not looked up (PostgreSQL refuses NUL in a query).
+    if not SLUG.fullmatch(slug):
+        return None
+    return db.session.scalar(select(Study).where(Study.slug == slug))
 
 
 def study_summary(study: Study) -> str:

@@ -371,3 +371,11 @@ def test_export_download_is_a_zip_with_hashed_platform_ids(app, crowd):
     for token, p in crowd.items():
         assert token not in everything and p["token_hash"] not in everything
         assert p["client_id"] not in everything, "a raw platform id in the web export"
+
+
+@pytest.mark.parametrize("slug", ["nope", "%00", "..%2f..", "x" * 300])
+def test_unknown_or_impossible_study_slugs_are_404(app, make_study, slug):
+    # A NUL in the slug used to reach PostgreSQL, which refuses it with a 500.
+    client = logged_in_client(app)
+    assert client.get(f"/admin/studies/{slug}").status_code == 404
+    assert client.get(f"/admin/studies/{slug}/export.zip").status_code == 404
