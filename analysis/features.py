@@ -167,7 +167,7 @@ def compute(
             if not done[i] and first[sha] != i:
                 for name in outputs:
                     outputs[name][i] = outputs[name][first[sha]]
-    if cache is not None:
+    if cache is not None and todo:  # only a run that wrote chunks can have made too many
         cache.compact()
     return FeatureSet(
         encoder=encoder.name,

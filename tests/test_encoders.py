@@ -184,6 +184,15 @@ def test_truncated_and_non_state_dict_files_are_clear_errors(tmp_path):
         resolve("inception", weights=tmp_path / "missing.pth")
 
 
+def test_weight_files_in_the_legacy_format_load(tmp_path):
+    # torch.save's format before PyTorch 1.6 (not a zip), as older published files may be.
+    state = resolve("random:inception").module().state_dict()
+    file = tmp_path / "pt_inception-2015-12-05-6726825d.pth"
+    torch.save(state, file, _use_new_zipfile_serialization=False)
+    loaded = resolve("inception", weights=file).module().state_dict()
+    assert all(torch.equal(loaded[k], state[k]) for k in state)
+
+
 def test_missing_weight_file_names_the_expected_file_and_its_source(tmp_path):
     with pytest.raises(PerceptError) as e:
         resolve("dinov2-vitl14")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import zipfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -100,8 +101,11 @@ def read_state_dict(encoder: str, path: Path) -> StateDict:
             data = load_file(str(path), device="cpu")
         else:
             # weights_only: a weight file is data, never code to run. mmap: a
-            # multi-GB file is paged in as the values are copied, not read twice.
-            data = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            # multi-GB file is paged in as the values are copied, not read twice;
+            # only the zip format (torch >= 1.6) allows it, and the published FID
+            # Inception file may be older.
+            mmap = zipfile.is_zipfile(path)
+            data = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as e:  # torch and safetensors raise many types for a bad file
         raise PerceptError(
             f"encoder {encoder}: cannot read weight file {path} "
