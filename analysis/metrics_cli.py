@@ -99,6 +99,12 @@ def metric_names() -> list[str]:
 )
 @click.option("--seed", default=0, show_default=True, help="Seed of every random step.")
 @click.option(
+    "--max-images",
+    type=click.IntRange(min=2),
+    help="Use at most this many images per real set and per model, drawn with --seed "
+    "(quick runs on a CPU, e.g. the demo) [default: all].",
+)
+@click.option(
     "--out",
     default="metrics.csv",
     show_default=True,
@@ -131,6 +137,7 @@ def metrics(
     dataset: str | None,
     metrics: tuple[str, ...],
     seed: int,
+    max_images: int | None,
     out: Path,
     batch_size: int,
     workers: int | None,
@@ -155,6 +162,8 @@ def metrics(
         raise PerceptError(f"--out {out}: the output is a CSV file; name it e.g. metrics.csv")
     chosen = list(dict.fromkeys(metrics)) or default_metrics()
     datasets = plan(real, parse_models(models), dataset)
+    if max_images:
+        subsample(datasets, max_images, seed)
     weight_files = parse_weights(weights, encoders)
     cache = False if no_cache else cache_dir
 
@@ -222,6 +231,19 @@ def metrics(
             "do not judge models by these metrics",
             err=True,
         )
+
+
+def subsample(datasets: list[Dataset], limit: int, seed: int) -> None:
+    """Keep at most `limit` images of each set, drawn reproducibly from `seed`."""
+    import random
+
+    rng = random.Random(seed)
+    for ds in datasets:
+        for images in (ds.real, *ds.models.values()):
+            if len(images.paths) > limit:
+                keep = sorted(rng.sample(range(len(images.paths)), limit))
+                images.paths = [images.paths[i] for i in keep]
+                images.sha256 = [images.sha256[i] for i in keep]
 
 
 def measure(

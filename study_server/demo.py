@@ -49,6 +49,7 @@ target_per_model = {target}
 """
 SLUG = "demo"
 ENCODERS = ("pixel", "random:dinov2-vits14")
+METRIC_IMAGES = 32
 
 
 def free_port() -> int:
@@ -209,8 +210,23 @@ def run_demo(
     if importlib.util.find_spec("analysis.metrics_cli") is None:
         step("6/7 and 7/7 skipped: `percept metrics` is not built yet")
     else:
-        step(f"6/7 features and metrics: encoders {', '.join(ENCODERS)} (no pretrained weights)")
-        args = ["metrics", "--real", str(stimdir), "--out", str(metrics), "--seed", str(seed)]
+        step(
+            f"6/7 features and metrics: encoders {', '.join(ENCODERS)} (no pretrained weights), "
+            f"{METRIC_IMAGES} images per set"
+        )
+        # A randomly initialised ViT runs at a few images/s on a laptop CPU: measure each
+        # set on a seeded sample of its images so the demo stays within minutes.
+        args = [
+            "metrics",
+            "--real",
+            str(stimdir),
+            "--out",
+            str(metrics),
+            "--seed",
+            str(seed),
+            "--max-images",
+            str(METRIC_IMAGES),
+        ]
         for encoder in ENCODERS:
             args += ["--encoder", encoder]
         percept(*args)
