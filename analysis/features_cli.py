@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from analysis.cli_options import extraction_options
 from stimuli.errors import PerceptError
 
 
@@ -36,24 +37,7 @@ from stimuli.errors import PerceptError
     type=click.Path(dir_okay=False, path_type=Path),
     help="The .npz file to write (features, sha256, path, meta; see docs/encoders.md).",
 )
-@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1))
-@click.option(
-    "--workers",
-    type=click.IntRange(min=0),
-    help="Processes that decode images [default: the cores but one, at most 8; 0: none].",
-)
-@click.option(
-    "--device",
-    default="auto",
-    show_default=True,
-    help="cpu, cuda, cuda:N, or auto (the GPU when there is one).",
-)
-@click.option(
-    "--cache-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Feature cache folder [default: $PERCEPT_CACHE_DIR, else ~/.cache/percept/features].",
-)
-@click.option("--no-cache", is_flag=True, help="Neither read nor write the feature cache.")
+@extraction_options
 def features(
     encoder_name: str,
     weights: Path | None,

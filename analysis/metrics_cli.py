@@ -14,6 +14,7 @@ from pathlib import Path
 import click
 import numpy as np
 
+from analysis.cli_options import extraction_options
 from stimuli.errors import PerceptError
 
 COLUMNS = ("dataset", "model", "encoder", "encoder_pretrained", "metric", "value", "std")
@@ -111,19 +112,7 @@ def metric_names() -> list[str]:
     type=click.Path(dir_okay=False, path_type=Path),
     help="The tidy CSV to write.",
 )
-@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1))
-@click.option(
-    "--workers",
-    type=click.IntRange(min=0),
-    help="Processes that decode images [default: the cores but one, at most 8; 0: none].",
-)
-@click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:N or auto.")
-@click.option(
-    "--cache-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Feature cache folder [default: $PERCEPT_CACHE_DIR, else ~/.cache/percept/features].",
-)
-@click.option("--no-cache", is_flag=True, help="Neither read nor write the feature cache.")
+@extraction_options
 @click.option(
     "--allow-download",
     is_flag=True,
