@@ -13,7 +13,9 @@ import zipfile
 from datetime import timedelta
 from html import unescape
 
+import participants
 import pytest
+from participants import auth, join, session
 from sqlalchemy import select
 
 from study_server.db import db
@@ -26,26 +28,8 @@ ADMIN_PAGES = ["/admin/", "/admin/studies/t", "/admin/studies/t/export.zip"]
 # --- Participant API helpers (copied from test_api.py: test modules are not imported) --------
 
 
-def join(client, slug="t", **body):
-    return client.post(f"/api/v1/studies/{slug}/participants", json={"consent": True, **body})
-
-
-def auth(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
-
-
-def session(client, token):
-    r = client.get("/api/v1/session", headers=auth(token))
-    assert r.status_code == 200, r.json
-    return r.json
-
-
 def answer(client, token, trial_id, choice="real"):
-    r = client.put(
-        f"/api/v1/trials/{trial_id}/response",
-        json={"choice": choice, "rt_ms": 612.5},
-        headers=auth(token),
-    )
+    r = participants.answer(client, token, trial_id, choice)
     assert r.status_code == 200, r.json
     return r
 

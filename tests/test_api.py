@@ -7,35 +7,13 @@ from collections import Counter
 from datetime import timedelta
 
 import pytest
+from participants import answer, auth, join, session
 from sqlalchemy import func, select
 
 from study_server.db import db
 from study_server.models import Image, Participant, Response, Trial
 
 LINK = {"consent": True}
-
-
-def join(client, slug="t", **body):
-    r = client.post(f"/api/v1/studies/{slug}/participants", json={**LINK, **body})
-    return r
-
-
-def auth(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
-
-
-def session(client, token):
-    r = client.get("/api/v1/session", headers=auth(token))
-    assert r.status_code == 200, r.json
-    return r.json
-
-
-def answer(client, token, trial_id, choice="real", **extra):
-    return client.put(
-        f"/api/v1/trials/{trial_id}/response",
-        json={"choice": choice, "rt_ms": 612.5, **extra},
-        headers=auth(token),
-    )
 
 
 def db_snapshot(app) -> tuple:

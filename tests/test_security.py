@@ -26,6 +26,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 from jsonschema.validators import extend
+from participants import answer, auth, join, session
 from PIL import Image as PILImage
 from sqlalchemy import select
 
@@ -46,28 +47,6 @@ MODELS = '["scenes/memoriser", "scenes/pca-gauss"]'
 
 
 # --- Participant API helpers (copied from test_api.py: test modules are not imported) --------
-
-
-def join(client, slug="t", **body):
-    return client.post(f"/api/v1/studies/{slug}/participants", json={"consent": True, **body})
-
-
-def auth(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
-
-
-def session(client, token):
-    r = client.get("/api/v1/session", headers=auth(token))
-    assert r.status_code == 200, r.json
-    return r.json
-
-
-def answer(client, token, trial_id, choice="real", **extra):
-    return client.put(
-        f"/api/v1/trials/{trial_id}/response",
-        json={"choice": choice, "rt_ms": 612.5, **extra},
-        headers=auth(token),
-    )
 
 
 def db_snapshot(app) -> dict[str, list[tuple]]:
