@@ -28,6 +28,8 @@ def defaults(instance_path: str) -> dict[str, Any]:
         "ADMIN_PASSWORD_HASH": None,
         "SESSION_COOKIE_HTTPONLY": True,
         "SESSION_COOKIE_SAMESITE": "Lax",
+        # None: not set by anyone, so check_config makes it follow PRODUCTION.
+        "SESSION_COOKIE_SECURE": None,
         "WTF_CSRF_TIME_LIMIT": None,
     }
 
@@ -38,8 +40,10 @@ def create_app(config: Mapping[str, Any] | None = None, instance_path: str | Non
     Settings are read in this order, later ones winning: defaults, the instance
     folder's `config.py`, the environment (`DATABASE_URL`, `SECRET_KEY`, and any
     `PERCEPT_<NAME>`), then `config`. With PRODUCTION true the app refuses to
-    start on a missing or default SECRET_KEY. The instance folder defaults to
-    Flask's (`instance/` beside the package in a source checkout) or $PERCEPT_INSTANCE.
+    start on a missing or default SECRET_KEY, and the session cookie (the admin
+    login) is sent over HTTPS only unless SESSION_COOKIE_SECURE is set. The
+    instance folder defaults to Flask's (`instance/` beside the package in a
+    source checkout) or $PERCEPT_INSTANCE.
     """
     app = Flask(
         __name__,
@@ -76,7 +80,11 @@ def create_app(config: Mapping[str, Any] | None = None, instance_path: str | Non
 
 
 def check_config(app: Flask) -> None:
-    """Refuse unsafe production settings; keep only a hash of a plain admin password."""
+    """Refuse unsafe production settings; keep only a hash of a plain admin password.
+
+    In production the session cookie (the admin login) is HTTPS-only unless the
+    configuration set SESSION_COOKIE_SECURE itself.
+    """
     secret = app.config.get("SECRET_KEY")
     if app.config["PRODUCTION"] and (not secret or secret == DEV_SECRET or len(secret) < 16):
         raise PerceptError(
@@ -84,6 +92,8 @@ def check_config(app: Flask) -> None:
             "environment to a long random string, e.g. "
             "`python -c 'import secrets; print(secrets.token_hex(32))'`"
         )
+    if app.config.get("SESSION_COOKIE_SECURE") is None:
+        app.config["SESSION_COOKIE_SECURE"] = bool(app.config["PRODUCTION"])
     password = app.config.pop("ADMIN_PASSWORD", None)
     if password and not app.config.get("ADMIN_PASSWORD_HASH"):
         app.config["ADMIN_PASSWORD_HASH"] = generate_password_hash(password)
