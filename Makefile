@@ -49,6 +49,7 @@ lint: $(VENV)/.installed-test
 bench: $(VENV)/.installed-test chromium
 	$(PY) benchmarks/ingest.py
 	$(PY) benchmarks/timing.py
+	$(PY) benchmarks/load.py
 
 clean:
 	rm -rf $(DEMO) .pytest_cache .ruff_cache

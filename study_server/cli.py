@@ -258,6 +258,20 @@ def demo(out: Path, participants: int, seed: int) -> None:
 @click.option("--concurrency", type=click.IntRange(min=1, max=500), default=8, show_default=True)
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option(
+    "--pace",
+    type=click.FloatRange(min=0, max=10),
+    default=0.0,
+    show_default=True,
+    help="1: wait as long as a real trial takes before each answer; 0: as fast as possible.",
+)
+@click.option(
+    "--drop",
+    type=click.FloatRange(min=0, max=0.5),
+    default=0.0,
+    show_default=True,
+    help="Share of requests lost on the network (then sent again), to test resilience.",
+)
+@click.option(
     "--out",
     type=click.Path(file_okay=False, path_type=Path),
     help="Folder for truth.csv (who was simulated how) [default: none written].",
@@ -269,12 +283,14 @@ def simulate(
     participants: int,
     concurrency: int,
     seed: int,
+    pace: float,
+    drop: float,
     out: Path | None,
 ) -> None:
     """Scripted participants over HTTP, using only what a browser uses (docs in the module)."""
     from tqdm import tqdm
 
-    from study_server.crowd import simulate_crowd
+    from study_server.crowd import Conditions, simulate_crowd
 
     with tqdm(total=participants, unit="participant", disable=None) as bar:
         people = simulate_crowd(
@@ -286,6 +302,7 @@ def simulate(
             seed=seed,
             out=out,
             progress=bar.update,
+            conditions=Conditions(pace=pace, drop=drop),
         )
     statuses: dict[str, int] = {}
     for p in people:

@@ -16,6 +16,11 @@ half-way, some reload (fetch their session again and resend answers already
 sent, which the server must treat as the same answers). The truth about every
 participant is written to `truth.csv`; the per-model truth is the stimulus folder's
 ground_truth.csv.
+
+`Conditions` make the crowd behave in time like a real one, for load tests:
+people arrive spread over a ramp, wait as long as a real trial takes before
+each answer, and lose a share of their requests on the network (half never
+reach the server, half lose the server's answer) and send them again.
 """
 
 from __future__ import annotations
@@ -24,9 +29,9 @@ import csv
 import hashlib
 import math
 import random
-import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from stimuli.errors import PerceptError
@@ -50,6 +55,28 @@ class Person:
     status: str = "not started"
     answered: int = 0
     resent: int = 0
+    retried: int = 0
+    # What the server acknowledged (trial id -> choice) and how long each acknowledged
+    # answer took: the last request alone, and from the first try (retries included).
+    acknowledged: dict[int, str] = field(default_factory=dict, metadata={"truth": False})
+    submit_ms: list[float] = field(default_factory=list, metadata={"truth": False})
+    acknowledge_ms: list[float] = field(default_factory=list, metadata={"truth": False})
+
+
+TRUTH_COLUMNS = [f.name for f in fields(Person) if f.metadata.get("truth", True)]
+
+
+@dataclass(frozen=True)
+class Conditions:
+    """How the crowd behaves in time; the defaults are as fast as the server allows."""
+
+    pace: float = 0.0  # 1: wait fixation + exposure + response time before each answer
+    drop: float = 0.0  # share of requests lost on the network, then sent again
+    ramp_s: float = 0.0  # arrivals spread uniformly over this many seconds
+
+
+class Dropped(Exception):
+    """A request the simulated network lost."""
 
 
 def realness_table(stimdir: Path) -> dict[str, float]:
@@ -80,26 +107,51 @@ def answer_probability(person: Person, realness: float) -> float:
     return person.lapse / 2 + (1 - person.lapse) * phi
 
 
-def run_person(base: str, slug: str, person: Person, table: dict[str, float], seed: int) -> Person:
+def run_person(
+    base: str,
+    slug: str,
+    person: Person,
+    table: dict[str, float],
+    seed: int,
+    conditions: Conditions = Conditions(),
+) -> Person:
     """One whole session over HTTP; returns the person with what happened."""
     import requests
 
     rng = random.Random(seed)
+    # The network's own randomness, so that faults do not change the person's answers.
+    network = random.Random(seed + 1)
     http = requests.Session()
+    last_ms = 0.0
 
     def call(method: str, path: str, **kwargs):
-        # A flaky network: retry transport errors, as the runner's outbox does.
+        nonlocal last_ms
+        # A flaky network: retry transport errors and 5xx, as the runner's outbox does.
         for attempt in range(8):
+            if attempt:
+                person.retried += 1
+                time.sleep(0.1 * 2**attempt)
             try:
+                if network.random() < conditions.drop / 2:
+                    raise Dropped("lost on the way to the server")
+                sent = time.perf_counter()
                 response = http.request(method, base + path, timeout=30, **kwargs)
-            except requests.RequestException:
-                threading.Event().wait(0.2 * 2**attempt)
+                last_ms = (time.perf_counter() - sent) * 1000
+                if network.random() < conditions.drop / 2:
+                    raise Dropped("the server's answer was lost")
+            except (requests.RequestException, Dropped):
                 continue
             if response.status_code >= 500:
-                threading.Event().wait(0.2 * 2**attempt)
                 continue
             return response
         raise PerceptError(f"{base}{path}: no answer after 8 tries; is the server running?")
+
+    def wait(ms: float) -> None:
+        if conditions.pace:
+            time.sleep(ms * conditions.pace / 1000)
+
+    if conditions.ramp_s:
+        time.sleep(network.uniform(0, conditions.ramp_s))
 
     r = call(
         "POST",
@@ -117,6 +169,7 @@ def run_person(base: str, slug: str, person: Person, table: dict[str, float], se
         raise PerceptError(f"sign-up refused: {r.status_code} {r.text[:200]}")
     http.headers["Authorization"] = f"Bearer {r.json()['token']}"
     session = call("GET", "/api/v1/session").json()
+    fixation = session["study"]["timing"]["fixation_ms"] or 0
     trials = [t for t in session["trials"] if not t["answered"]]
     stop_at = len(trials) // 2 if person.abandons else len(trials)
     sent: list[tuple[int, dict]] = []
@@ -147,9 +200,14 @@ def run_person(base: str, slug: str, person: Person, table: dict[str, float], se
             body.update(frames=frames, displayed_ms=round(frames * FRAME_MS, 2))
         if trial.get("adaptive"):
             body["exposure_ms"] = session.get("staircase_ms") or 500
+        wait(fixation + (exposure or 0) + rt)
+        first_try = time.perf_counter()
         r = call("PUT", f"/api/v1/trials/{trial['id']}/response", json=body)
         if r.status_code != 200:
             raise PerceptError(f"answer refused: {r.status_code} {r.text[:200]}")
+        person.acknowledge_ms.append((time.perf_counter() - first_try) * 1000)
+        person.submit_ms.append(last_ms)
+        person.acknowledged[trial["id"]] = choice
         sent.append((trial["id"], body))
         person.answered += 1
         if person.reloads and i == stop_at // 2:
@@ -202,6 +260,7 @@ def simulate_crowd(
     seed: int = 0,
     out: Path | None = None,
     progress=None,
+    conditions: Conditions = Conditions(),
 ) -> list[Person]:
     """Run `participants` simulated people against a live server; write the truth to `out`."""
     if not (Path(stimdir) / MANIFEST).is_file():
@@ -211,7 +270,8 @@ def simulate_crowd(
     base = url.rstrip("/")
     with ThreadPoolExecutor(max_workers=concurrency) as pool:
         futures = [
-            pool.submit(run_person, base, slug, p, table, seed * 100_003 + p.number) for p in people
+            pool.submit(run_person, base, slug, p, table, seed * 100_003 + p.number, conditions)
+            for p in people
         ]
         for future in futures:
             future.result()
@@ -221,7 +281,7 @@ def simulate_crowd(
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         with open(out / "truth.csv", "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(asdict(people[0])))
+            writer = csv.DictWriter(f, fieldnames=TRUTH_COLUMNS)
             writer.writeheader()
-            writer.writerows(asdict(p) for p in people)
+            writer.writerows({c: getattr(p, c) for c in TRUTH_COLUMNS} for p in people)
     return people

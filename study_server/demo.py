@@ -8,9 +8,6 @@ step writes into one folder; everything started is stopped at the end.
 from __future__ import annotations
 
 import importlib.util
-import os
-import secrets
-import socket
 import subprocess
 import sys
 import time
@@ -52,80 +49,12 @@ ENCODERS = ("pixel", "random:dinov2-vits14")
 METRIC_IMAGES = 32
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def percept(*args: str) -> None:
     """Run a `percept` sub-command in a fresh interpreter (its output goes to ours)."""
     code = "from study_server.cli import main; main()"
     result = subprocess.run([sys.executable, "-c", code, *args])
     if result.returncode != 0:
         raise PerceptError(f"`percept {args[0]}` failed (exit {result.returncode}); see above")
-
-
-class Server:
-    """gunicorn serving the demo database on 127.0.0.1, stopped on exit."""
-
-    def __init__(self, db_url: str, log: Path):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        env = {**os.environ, "DATABASE_URL": db_url, "SECRET_KEY": secrets.token_hex(32)}
-        config = Path(__file__).with_name("gunicorn.conf.py")
-        self.log = open(log, "w")  # noqa: SIM115 (closed in stop)
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "gunicorn",
-                "-c",
-                str(config),
-                "--bind",
-                f"127.0.0.1:{self.port}",
-                "--workers",
-                "2",
-                "--threads",
-                "4",
-                "--access-logfile",
-                "-",
-                "study_server.wsgi:app",
-            ],
-            env=env,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-        )
-
-    def wait(self, timeout: float = 60) -> None:
-        import requests
-
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise PerceptError(
-                    f"gunicorn stopped (exit {self.process.returncode}); see {self.log.name}"
-                )
-            try:
-                requests.get(f"{self.url}/api/v1/session", timeout=2)
-                return
-            except requests.ConnectionError:
-                time.sleep(0.2)
-        raise PerceptError(f"gunicorn did not answer within {timeout:.0f} s; see {self.log.name}")
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-        self.log.close()
-
-    def __enter__(self) -> Server:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
 
 
 def run_demo(
@@ -144,6 +73,7 @@ def run_demo(
     from study_server.crowd import simulate_crowd
     from study_server.export import write_export
     from study_server.schema import upgrade_schema
+    from study_server.server_process import Server
     from study_server.studies import create_study
     from study_server.studyconfig import load_config
 

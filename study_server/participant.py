@@ -14,6 +14,7 @@ from urllib.parse import urlencode
 
 from flask import Blueprint, abort, jsonify, render_template, request
 from sqlalchemy import select
+from sqlalchemy.orm import joinedload
 from werkzeug.exceptions import HTTPException
 
 from stimuli.manifest import image_path
@@ -109,10 +110,12 @@ def current_participant() -> Participant:
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise ApiError(401, "unauthorized", "a bearer token is required")
+    # The study comes in the same query: every participant request needs its config.
     participant = db.session.scalar(
         select(Participant)
         .join(Token, Token.participant_id == Participant.id)
         .where(Token.token_hash == hash_token(token.strip()))
+        .options(joinedload(Participant.study))
     )
     if participant is None:
         raise ApiError(401, "unauthorized", "unknown or expired token")
@@ -284,16 +287,16 @@ def completion_json(participant: Participant) -> dict[str, Any]:
 def put_response(trial_id: int):
     participant = current_participant()
     body = validate(json_body())
-    response, trial = record(participant, trial_id, body)
-    data: dict[str, Any] = {
-        "trial_id": trial.id,
-        "received_at": response.received_at.isoformat() + "Z",
-    }
     config = study_config(participant.study)
-    if trial.block == "practice" and config.practice.feedback:
-        data["feedback"] = {"correct": response.correct}
+    done = record(participant, trial_id, body)
+    data: dict[str, Any] = {
+        "trial_id": done.trial_id,
+        "received_at": done.received_at.isoformat() + "Z",
+    }
+    if done.block == "practice" and config.practice.feedback:
+        data["feedback"] = {"correct": done.correct}
     if config.timing.mode == "staircase":
-        data["staircase_ms"] = participant.staircase_ms
+        data["staircase_ms"] = done.staircase_ms
     return jsonify(data), 200
 
 

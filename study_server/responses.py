@@ -7,10 +7,13 @@ never learns it except as feedback on practice trials when the study asks for it
 from __future__ import annotations
 
 import secrets
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import joinedload
 
 from study_server.assignment import resumed_state
 from study_server.db import db, utcnow
@@ -87,18 +90,39 @@ def validate(body: Any) -> dict[str, Any]:
     return body
 
 
-def record(participant: Participant, trial_id: int, body: dict[str, Any]) -> tuple[Response, Trial]:
+@dataclass(frozen=True)
+class Recorded:
+    """What the server tells the browser about a stored answer."""
+
+    trial_id: int
+    block: str
+    correct: bool
+    received_at: datetime
+    staircase_ms: float | None
+
+
+def recorded(response: Response, trial: Trial, participant: Participant) -> Recorded:
+    return Recorded(
+        trial.id, trial.block, response.correct, response.received_at, participant.staircase_ms
+    )
+
+
+def record(participant: Participant, trial_id: int, body: dict[str, Any]) -> Recorded:
     """Store the answer to one trial, once: the same body again returns the stored answer.
 
     Raises ResponseError: 404 for a trial that is not this participant's, 409 for a
     different answer to an answered trial or a practice answer once the main block began.
     """
-    trial = db.session.get(Trial, trial_id) if 0 < trial_id <= MAX_ID else None
+    trial = (
+        db.session.get(Trial, trial_id, options=[joinedload(Trial.response)])
+        if 0 < trial_id <= MAX_ID
+        else None
+    )
     if trial is None or trial.participant_id != participant.id:
         raise ResponseError(404, "unknown_trial", "no such trial in this session")
     stored = trial.response
     if stored is not None:
-        return same_or_conflict(stored, body), trial
+        return recorded(same_or_conflict(stored, body), trial, participant)
     if participant.state in ("completed", "returned"):
         raise ResponseError(409, "session_closed", f"this session is {participant.state}")
     if participant.state == "abandoned":
@@ -142,6 +166,9 @@ def record(participant: Participant, trial_id: int, body: dict[str, Any]) -> tup
     participant.last_seen_at = now
     if adaptive and response.valid:
         step_staircase(participant, config.timing.staircase, response.correct)
+    # Taken before the commit, which expires every loaded row (reading them again would
+    # cost a query each).
+    result = recorded(response, trial, participant)
     try:
         db.session.commit()
     except IntegrityError:
@@ -150,8 +177,8 @@ def record(participant: Participant, trial_id: int, body: dict[str, Any]) -> tup
         stored = db.session.scalar(select(Response).where(Response.trial_id == trial_id))
         if stored is None:
             raise
-        return same_or_conflict(stored, body), stored.trial
-    return response, trial
+        return recorded(same_or_conflict(stored, body), stored.trial, participant)
+    return result
 
 
 def is_adaptive(trial: Trial, config: StudyConfig) -> bool:

@@ -1,0 +1,102 @@
+"""gunicorn as a child process on 127.0.0.1, for the demo and the load benchmark."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from stimuli.errors import PerceptError
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """gunicorn serving `app` (study_server.wsgi:app) on a free local port, stopped on exit."""
+
+    def __init__(
+        self,
+        db_url: str,
+        log: Path,
+        *,
+        workers: int = 2,
+        threads: int = 4,
+        app: str = "study_server.wsgi:app",
+    ):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = {**os.environ, "DATABASE_URL": db_url, "SECRET_KEY": secrets.token_hex(32)}
+        config = Path(__file__).with_name("gunicorn.conf.py")
+        self.log = open(log, "w")  # noqa: SIM115 (closed in stop)
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "-c",
+                str(config),
+                "--bind",
+                f"127.0.0.1:{self.port}",
+                "--workers",
+                str(workers),
+                "--threads",
+                str(threads),
+                "--access-logfile",
+                "-",
+                app,
+            ],
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def wait(self, timeout: float = 60) -> None:
+        """Return once the server answers HTTP; raise if it stopped or never answered."""
+        import requests
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise PerceptError(
+                    f"gunicorn stopped (exit {self.process.returncode}); see {self.log.name}"
+                )
+            try:
+                requests.get(f"{self.url}/api/v1/session", timeout=2)
+                return
+            except requests.ConnectionError:
+                time.sleep(0.2)
+        raise PerceptError(f"gunicorn did not answer within {timeout:.0f} s; see {self.log.name}")
+
+    def worker_pids(self) -> list[int]:
+        """The worker processes gunicorn runs now (Linux: read from /proc)."""
+        pid = self.process.pid
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        return [int(c) for c in children]
+
+    def kill_worker(self, pid: int) -> None:
+        """SIGKILL one worker, as the OOM killer or a crash would; gunicorn starts another."""
+        os.kill(pid, signal.SIGKILL)
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+        self.log.close()
+
+    def __enter__(self) -> Server:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
