@@ -104,6 +104,7 @@ def assign(study: Study, identity: Identity, client: ClientInfo) -> tuple[Partic
         except AssignmentError:
             db.session.rollback()
             raise
+        update_attempt(existing, identity)
         db.session.add(Token(token_hash=hash_token(token), participant=existing))
         db.session.commit()
         return existing, token, True
@@ -160,6 +161,15 @@ def resume(participant: Participant, now: datetime) -> None:
     if participant.state == "abandoned":
         participant.state = resumed_state(participant)
     participant.last_seen_at = now
+
+
+def update_attempt(participant: Participant, identity: Identity) -> None:
+    """Keep the platform's ids of this attempt: a worker who returned an MTurk HIT and took
+    it again has a new assignment, and MTurk only takes a submission for the current one."""
+    for name in ("platform_session_id", "assignment_id", "hit_id", "turk_submit_to"):
+        value = getattr(identity, name)
+        if value is not None:
+            setattr(participant, name, value)
 
 
 def resumed_state(participant: Participant) -> str:

@@ -141,6 +141,7 @@ def create_participant(slug: str):
     if body.get("consent") is not True:
         raise ApiError(400, "consent_required", "consent must be true to take part")
     ids = {name: _id_text(body, name) for name in fields}
+    client = _client_info(body)
     if platform == "mturk" and ids["assignment_id"] == MTURK_PREVIEW:
         return jsonify(preview=True, state=None), 200
     if platform == "prolific" and ids["prolific_pid"] is None:
@@ -160,7 +161,7 @@ def create_participant(slug: str):
         turk_submit_to=ids.get("turk_submit_to"),
     )
     try:
-        participant, token, resumed = assign(study, identity, _client_info(body))
+        participant, token, resumed = assign(study, identity, client)
     except AssignmentError as e:
         raise ApiError(409, e.code, str(e)) from None
     return jsonify(token=token, state=participant.state, resumed=resumed), 200 if resumed else 201

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+# A study config's extra lines for a staircase: 300 ms to start, within 250..350 ms.
+STAIRCASE = (
+    '[timing]\nmode = "staircase"\n'
+    "[timing.staircase]\nstart_ms = 300\nmin_ms = 250\nmax_ms = 350\nstep_ms = 50\ndown_after = 2\n"
+)
+
 
 def join(client, slug="t", **body):
     """Sign up (with consent) for study `slug`; the response as returned."""

@@ -7,7 +7,7 @@ from collections import Counter
 from datetime import timedelta
 
 import pytest
-from participants import answer, auth, join, session
+from participants import STAIRCASE, answer, auth, join, session
 from sqlalchemy import func, select
 
 from study_server.db import db
@@ -243,6 +243,32 @@ def test_mturk_preview_creates_nothing_and_workers_resume(app, make_study):
     assert bad.status_code == 400
 
 
+def test_a_worker_who_takes_the_hit_again_submits_to_the_new_assignment(app, make_study):
+    make_study(platform="mturk")
+    client = app.test_client()
+    worker = {
+        "worker_id": "A1B2C3",
+        "assignment_id": "ASG1",
+        "hit_id": "H1",
+        "turk_submit_to": "https://workersandbox.mturk.com",
+    }
+    assert join(client, **worker).status_code == 201
+    # Returned the HIT on MTurk, accepted it again: same worker, a new assignment (and host).
+    again = join(
+        client, **{**worker, "assignment_id": "ASG2", "turk_submit_to": "https://www.mturk.com"}
+    )
+    assert again.status_code == 200 and again.json["resumed"] is True
+    token = again.json["token"]
+    for t in session(client, token)["trials"]:
+        if t["block"] == "main":
+            answer(client, token, t["id"])
+    done = client.post("/api/v1/session/complete", headers=auth(token)).json
+    assert done["mturk_submit"] == {
+        "action": "https://www.mturk.com/mturk/externalSubmit",
+        "assignmentId": "ASG2",
+    }
+
+
 @pytest.mark.parametrize(
     ("body", "status", "code"),
     [
@@ -317,12 +343,6 @@ def test_images_are_served_with_identical_headers(app, make_study):
     assert "Last-Modified" not in dict(only) and "ETag" not in dict(only)
     r = client.get("/i/not-an-image.png")
     assert r.status_code == 404 and r.is_json
-
-
-STAIRCASE = (
-    '[timing]\nmode = "staircase"\n'
-    "[timing.staircase]\nstart_ms = 300\nmin_ms = 250\nmax_ms = 350\nstep_ms = 50\ndown_after = 2\n"
-)
 
 
 def test_staircase_steps_on_the_server(app, make_study):

@@ -26,7 +26,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 from jsonschema.validators import extend
-from participants import answer, auth, join, session
+from participants import STAIRCASE, answer, auth, join, session
 from PIL import Image as PILImage
 from sqlalchemy import select
 
@@ -443,6 +443,107 @@ def test_fuzz_finds_no_server_error_and_no_change_on_refusal(app, make_study, pa
     seen: Counter[tuple[int, str]] = Counter()
     check()
     print(f"{method.upper()} {path}: answers seen {sorted(seen.items())}")  # with pytest -s
+
+
+# The sign-up schemas of each recruitment platform (the fuzz above runs on a link study).
+PLATFORM_SIGN_UPS = {"prolific": ["SignUpProlific"], "mturk": ["SignUpMTurk", "SignUpMTurkPreview"]}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("platform", sorted(PLATFORM_SIGN_UPS))
+def test_fuzz_sign_up_on_prolific_and_mturk_studies(app, make_study, platform):
+    """Sign-up bodies for a Prolific or MTurk study, as the fuzz above: no 5xx, documented
+    answers, no change on a 4xx, and the platform's schema neither looser nor stricter."""
+    code = 'completion_code = "FUZZ-CODE"' if platform == "prolific" else ""
+    slug = make_study(platform=platform, target=1000, extra=code)
+    names = PLATFORM_SIGN_UPS[platform]
+    schema = {"anyOf": [SCHEMAS[name] for name in names]}
+    op = DOC["paths"]["/api/v1/studies/{slug}/participants"]["post"]
+    client = app.test_client()
+    bodies = st.one_of([json_bodies(SCHEMAS[name]) for name in names])
+
+    @settings(
+        max_examples=FUZZ_EXAMPLES,
+        deadline=None,
+        database=None,
+        derandomize=True,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+    )
+    @given(bodies)
+    def check(body: tuple[bytes, str]) -> None:
+        data, content_type = body
+        headers = {"Content-Type": content_type} if content_type else {}
+        before = db_snapshot(app)
+        r = client.post(f"/api/v1/studies/{slug}/participants", headers=headers, data=data)
+        seen[r.status_code, r.json.get("error", "") if r.is_json else ""] += 1
+        assert r.status_code < 500, r.get_data()[:300]
+        assert str(r.status_code) in op["responses"], r.status_code
+        if r.status_code >= 400:
+            assert r.is_json and r.json["error"] in openapi.ERROR_CODES, r.get_data()[:300]
+            assert db_snapshot(app) == before, f"{r.status_code} {r.json} changed the database"
+        if conforming(data, content_type, schema):
+            assert r.status_code != 400, ("a valid body was refused", r.json, data)
+        else:
+            assert r.status_code >= 400, ("an invalid body was taken", data)
+
+    seen: Counter[tuple[int, str]] = Counter()
+    check()
+    # The fuzz got past validation: people signed up (and, on MTurk, previews were seen).
+    assert seen[201, ""] > 0, seen
+    if platform == "mturk":
+        assert seen[200, ""] > 0, seen
+
+
+@pytest.mark.slow
+def test_fuzz_staircase_exposure_is_taken_only_within_the_rule(app, make_study):
+    """On an adaptive trial the exposure the browser reports must lie in min_ms..max_ms
+    (250..350 here): anything else is a 400 that changes nothing; a value inside is stored
+    as the trial's exposure, and the staircase stays within its bounds."""
+    slug = make_study(target=1000, extra=STAIRCASE)
+    client = app.test_client()
+    fresh: list[tuple[str, int]] = []  # (token, adaptive trial not answered yet)
+
+    def next_trial() -> tuple[str, int]:
+        if not fresh:
+            token = join(client, slug, client_id=f"stairs-{len(seen)}-{sum(seen.values())}")
+            token = token.json["token"]
+            fresh.extend(
+                (token, t["id"]) for t in session(client, token)["trials"] if t.get("adaptive")
+            )
+        return fresh.pop()
+
+    exposures = st.one_of(
+        st.floats(allow_nan=False, allow_infinity=False),
+        st.floats(240, 360),
+        st.integers(-10, 100_000),
+        st.sampled_from([250, 350, 250.0, 349.999, 350.001, 249.999, True, "300", None]),
+        ANY_JSON,
+    )
+
+    @settings(max_examples=FUZZ_EXAMPLES, deadline=None, database=None, derandomize=True)
+    @given(exposures, st.booleans())
+    def check(exposure: Any, send: bool) -> None:
+        token, trial_id = next_trial()
+        body = {"choice": "real", "rt_ms": 700, **({"exposure_ms": exposure} if send else {})}
+        before = db_snapshot(app)
+        r = client.put(f"/api/v1/trials/{trial_id}/response", json=body, headers=auth(token))
+        number = isinstance(exposure, int | float) and not isinstance(exposure, bool)
+        ok = send and number and 250 <= exposure <= 350
+        seen[r.status_code] += 1
+        if not ok:
+            assert r.status_code == 400 and r.json["error"] == "bad_field", (exposure, r.json)
+            assert db_snapshot(app) == before
+            fresh.append((token, trial_id))  # still unanswered
+            return
+        assert r.status_code == 200, (exposure, r.json)
+        assert 250 <= r.json["staircase_ms"] <= 350
+        with app.app_context():
+            assert db.session.get(Trial, trial_id).planned_exposure_ms == float(exposure)
+            db.session.remove()
+
+    seen: Counter[int] = Counter()
+    check()
+    assert seen[200] > 10 and seen[400] > 10, seen
 
 
 def test_what_the_fuzz_found_is_refused_cleanly(app, make_study):
