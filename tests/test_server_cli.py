@@ -107,6 +107,12 @@ def test_gunicorn_serves_with_a_secret_and_refuses_without(tmp_path):
     output, _ = refused.communicate(timeout=60)
     assert refused.returncode != 0 and "SECRET_KEY is missing" in output
 
+    # A database nobody upgraded: refused at start, not with an error on every request.
+    empty = {**env, "SECRET_KEY": "x" * 40, "DATABASE_URL": f"sqlite:///{tmp_path / 'new.db'}"}
+    refused = gunicorn(empty, free_port())
+    output, _ = refused.communicate(timeout=60)
+    assert refused.returncode != 0 and "run `percept db upgrade" in output
+
     port = free_port()
     server = gunicorn({**env, "SECRET_KEY": "x" * 40}, port)
     try:
