@@ -41,6 +41,11 @@ OUTPUTS = (
     "images.csv.",
 )
 @click.option(
+    "--study",
+    "slug",
+    help="Analyse only this study (its slug); required when SOURCE holds several.",
+)
+@click.option(
     "--config",
     "config_file",
     type=click.Path(path_type=Path),
@@ -67,6 +72,7 @@ def human(
     out: Path,
     summaries: tuple[str, ...],
     image_summaries: tuple[str, ...],
+    slug: str | None,
     config_file: Path | None,
     max_attention_failures: int | None,
     min_median_rt_ms: float | None,
@@ -96,6 +102,7 @@ def human(
             )
         # Options that act on trial-level data: silently ignoring them would mislead.
         trial_only = {
+            "--study": slug is not None,
             "--config": config_file is not None,
             "--max-attention-failures": max_attention_failures is not None,
             "--min-median-rt": min_median_rt_ms is not None,
@@ -130,9 +137,11 @@ def human(
             "--summary/--image-summary"
         )
 
+    import tempfile
+
     from analysis.exclusions import ExclusionRules
     from analysis.human import analyse, format_table
-    from analysis.responses import load, load_images
+    from analysis.responses import export_database, load, load_images, one_study
 
     rules = ExclusionRules.from_study_config(config_file) if config_file else ExclusionRules()
     rules = rules.with_overrides(
@@ -143,8 +152,14 @@ def human(
         exclude_repeated_ids=False if keep_repeated_ids else None,
         exclude_invalid_trials=False if keep_invalid_trials else None,
     )
-    trials = load(source)
-    images = load_images(source) if "://" not in source else None
+    if "://" in source:
+        # A database: export it (this study only) into a temporary folder, then as below.
+        with tempfile.TemporaryDirectory() as tmp:
+            export_database(source, Path(tmp), slug=slug)
+            trials, images = load(tmp), load_images(tmp)
+    else:
+        trials, images = load(source), load_images(source)
+    trials, images = one_study(trials, images, slug, source)
     result = analyse(
         trials,
         rules,

@@ -151,11 +151,35 @@ def load_images(export_dir: str | Path) -> pd.DataFrame:
     return read_table(export_dir / "images.csv", read_dictionary(export_dir)["images.csv"])
 
 
-def export_database(db_url: str, out: Path) -> None:
+def one_study(
+    trials: pd.DataFrame, images: pd.DataFrame, slug: str | None, source: str | Path
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The trials and images of study `slug`, or of the only study there is.
+
+    A pilot and the main study in one database would otherwise be pooled unnoticed.
+    """
+    studies = sorted(trials["study"].dropna().unique())
+    if slug is None:
+        if len(studies) > 1:
+            raise PerceptError(
+                f"{source}: holds {len(studies)} studies ({', '.join(studies)}); "
+                "choose one with --study"
+            )
+        return trials, images
+    if slug not in studies:
+        raise PerceptError(
+            f"{source}: no trials of study {slug!r}; it has {', '.join(studies) or 'none'}"
+        )
+    chosen = trials[trials["study"] == slug].reset_index(drop=True)
+    return chosen, images[images["study"] == slug].reset_index(drop=True)
+
+
+def export_database(db_url: str, out: Path, slug: str | None = None) -> None:
     """Run the study server's exporter in its own process (analysis never imports Flask)."""
     code = "from study_server.cli import main; main()"
+    study = ["--study", slug] if slug else []
     result = subprocess.run(
-        [sys.executable, "-c", code, "export", "--db", db_url, "--out", str(out)],
+        [sys.executable, "-c", code, "export", "--db", db_url, "--out", str(out), *study],
         capture_output=True,
         text=True,
     )

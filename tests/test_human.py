@@ -138,6 +138,37 @@ def test_cli_writes_the_four_tables(export_dir, tmp_path):
     assert bad.exit_code == 2 and "exclusions.max_attention_failure: unknown key" in bad.output
 
 
+def test_a_pilot_in_the_same_database_is_not_pooled_with_the_study(
+    export_dir, app, make_study, db_url, tmp_path
+):
+    import json
+
+    make_study(slug="pilot", target=5)
+    client = app.test_client()
+    token = client.post(
+        "/api/v1/studies/pilot/participants", json={"consent": True, "client_id": "pilot-1"}
+    ).json["token"]
+    trial = client.get("/api/v1/session", headers={"Authorization": f"Bearer {token}"}).json
+    client.put(
+        f"/api/v1/trials/{trial['trials'][0]['id']}/response",
+        json={"choice": "real", "rt_ms": 500.0},
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    quick = ["--resamples", "200", "--no-mixed", "--keep-incomplete"]
+    both = CliRunner().invoke(cli, ["human", db_url, "--out", str(tmp_path / "h"), *quick])
+    assert both.exit_code == 2, both.output
+    assert "holds 2 studies (pilot, t); choose one with --study" in both.output
+    for source in (db_url, str(export_dir)):
+        out = tmp_path / "h" / str(len(source))
+        one = CliRunner().invoke(cli, ["human", source, "--study", "t", "--out", str(out), *quick])
+        assert one.exit_code == 0, one.output
+        assert "3 participants" in one.output
+        summary = json.loads((out / "human_summary.json").read_text())
+        assert summary["design"]["studies"] == ["t"]
+    missing = CliRunner().invoke(cli, ["human", str(export_dir), "--study", "pilot", "--out", "x"])
+    assert missing.exit_code == 2 and "no trials of study 'pilot'; it has t" in missing.output
+
+
 # --- Simulated studies with known truth ---------------------------------------------------
 
 
