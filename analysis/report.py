@@ -289,7 +289,17 @@ def methods(report: Report) -> str:
     s = report.summary
     parts = []
     counts = s.get("counts")
-    if counts:
+    if counts and s.get("source") == "published summaries":
+        files = ", ".join(Path(f["path"]).name for f in s.get("files", []))
+        missing = "; ".join(item["statistic"] for item in s.get("not_available", []))
+        parts.append(
+            f"<p>Human error comes from published summaries ({html.escape(files)}), not from "
+            f"a study run with percept: {counts['participants']} participants with "
+            f"{counts['included_trials']} trials, after the exclusions the original authors "
+            "applied (percept applied none). Not available from summaries: "
+            f"{html.escape(missing) or 'nothing'}.</p>"
+        )
+    elif counts:
         by_rule = ", ".join(f"{k}: {v}" for k, v in s.get("excluded_by_rule", {}).items())
         parts.append(
             f"<p>{counts['participants']} participants took part; "

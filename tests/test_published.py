@@ -496,7 +496,9 @@ def test_report_runs_on_human_csv_from_summaries(tmp_path):
     # The participant bootstrap ran on participant_errors.csv.
     assert table["kendall_participants_low"].notna().all()
     page = (out / "index.html").read_text()
-    assert "12 participants took part" in page
+    assert "published summaries (cifar10.csv), not from a study run with percept" in page
+    assert "12 participants with" in page and "percept applied none" in page
+    assert "were excluded" not in page
 
 
 def test_blank_lines_are_skipped_and_lines_still_counted(tmp_path):
