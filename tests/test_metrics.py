@@ -278,8 +278,10 @@ def test_realism_scores_equal_dgm_eval(rng):
     small = radii < np.median(radii)
     expected = (radii[small, None] / dist[small]).max(axis=0)  # dgm-eval's prdc.py
     ours = metrics.realism_scores(real, fake, block_bytes=8 * 300 * 13)
-    np.testing.assert_array_equal(ours, expected)
-    assert metrics.realism(real, fake) == float(np.median(expected))
+    # Blocks of rows go through other BLAS kernels than the whole matrix, and which kernel
+    # OpenBLAS picks depends on the CPU: equal to the last bit on some machines, not all.
+    np.testing.assert_allclose(ours, expected, rtol=1e-14, atol=0)
+    assert metrics.realism(real, fake) == pytest.approx(float(np.median(expected)), rel=1e-14)
 
 
 # --- Vendi -------------------------------------------------------------------------------------
@@ -409,7 +411,8 @@ def test_wasserstein_1d_with_unequal_sizes_equals_replicated_samples(rng):
 
 def test_sw_closed_forms(rng):
     x = correlated(rng, 500, 16)
-    assert metrics.sw(x, x[::-1].copy()) == 0.0
+    # Zero up to rounding: the projections of reordered rows may round differently.
+    assert metrics.sw(x, x[::-1].copy()) == pytest.approx(0.0, abs=1e-12)
     shift = rng.normal(size=16)
     # A shifted copy: W_2 along direction u is |u . shift|, and E (u . shift)^2 = |shift|^2 / d.
     value = metrics.sw(x, x + shift, projections=4000, seed=2)
