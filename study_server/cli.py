@@ -146,6 +146,20 @@ def study_create(config_file: Path, db_url: str | None) -> None:
     click.echo(f"Participants start at /s/{config.slug}")
 
 
+@study.command("list")
+@DB_OPTION
+def study_list(db_url: str | None) -> None:
+    """The studies in the database, with their participants by state."""
+    from study_server.schema import db_url_for_humans, require_current_schema
+    from study_server.studies import list_studies
+
+    app = make_app(db_url)
+    require_current_schema(app)
+    with app.app_context():
+        lines = list_studies()
+    click.echo("\n".join(lines) or f"No studies in {db_url_for_humans(app)} yet.")
+
+
 @cli.command()
 @DB_OPTION
 @click.option("--host", default="127.0.0.1", show_default=True)

@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 from stimuli.errors import PerceptError
 from stimuli.manifest import MANIFEST, image_path, read_manifest
 from study_server.db import db
-from study_server.models import Generator, Image, Study
+from study_server.models import Generator, Image, Participant, Study
 from study_server.studyconfig import SLUG, StudyConfig, parse_config
 
 
@@ -94,6 +94,25 @@ def study_summary(study: Study) -> str:
     ]
     lines.append(f"  real and catch images: {counts.get(None, 0)}")
     return "\n".join(lines)
+
+
+def list_studies() -> list[str]:
+    """One line per study: slug, platform, title and its participants by state."""
+    states = dict(
+        ((study_id, state), n)
+        for study_id, state, n in db.session.execute(
+            select(Participant.study_id, Participant.state, func.count()).group_by(
+                Participant.study_id, Participant.state
+            )
+        )
+    )
+    lines = []
+    for study in db.session.scalars(select(Study).order_by(Study.created_at, Study.id)):
+        counts = {state: n for (sid, state), n in states.items() if sid == study.id}
+        people = ", ".join(f"{n} {state}" for state, n in sorted(counts.items())) or "nobody yet"
+        platform = study_config(study).recruitment.platform
+        lines.append(f"{study.slug}  [{platform}]  {study.title}: {people}")
+    return lines
 
 
 def study_config(study: Study) -> StudyConfig:

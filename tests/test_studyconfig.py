@@ -124,6 +124,25 @@ def test_example_creates_a_study_as_is(example_layout, db_url):
     again = runner.invoke(cli, ["study", "create", str(example_layout), "--db", db_url])
     assert again.exit_code == 2
     assert "slug: a study called 'demo' already exists" in again.output
+    listed = runner.invoke(cli, ["study", "list", "--db", db_url])
+    assert listed.exit_code == 0, listed.output
+    assert listed.output.startswith("demo  [link]  ") and listed.output.endswith(": nobody yet\n")
+
+
+def test_study_list_counts_participants_by_state(app, make_study, db_url):
+    make_study(slug="pilot")
+    make_study(slug="main")
+    client = app.test_client()
+    for n in range(2):
+        client.post(
+            "/api/v1/studies/main/participants", json={"consent": True, "client_id": f"p{n}"}
+        )
+    listed = CliRunner().invoke(cli, ["study", "list", "--db", db_url])
+    assert listed.exit_code == 0, listed.output
+    assert listed.output.splitlines() == [
+        "pilot  [link]  Test study: nobody yet",
+        "main  [link]  Test study: 2 consented",
+    ]
 
 
 @pytest.mark.parametrize(
