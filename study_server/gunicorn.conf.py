@@ -10,6 +10,6 @@ threads = int(os.environ.get("PERCEPT_THREADS", 4))
 timeout = 30
 graceful_timeout = 30
 # Responses carry no secrets in headers, but a proxy in front should set X-Forwarded-*.
-forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
+forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
 accesslog = "-"
 errorlog = "-"
