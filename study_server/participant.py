@@ -289,7 +289,7 @@ def put_response(trial_id: int):
     participant = current_participant()
     body = validate(json_body())
     config = study_config(participant.study)
-    done = record(participant, trial_id, body)
+    done = record(participant, trial_id, body, config)
     data: dict[str, Any] = {
         "trial_id": done.trial_id,
         "received_at": done.received_at.isoformat() + "Z",

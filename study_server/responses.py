@@ -107,8 +107,12 @@ def recorded(response: Response, trial: Trial, participant: Participant) -> Reco
     )
 
 
-def record(participant: Participant, trial_id: int, body: dict[str, Any]) -> Recorded:
+def record(
+    participant: Participant, trial_id: int, body: dict[str, Any], config: StudyConfig
+) -> Recorded:
     """Store the answer to one trial, once: the same body again returns the stored answer.
+
+    `config` is the participant's study config (the caller has it already).
 
     Raises ResponseError: 404 for a trial that is not this participant's, 409 for a
     different answer to an answered trial or a practice answer once the main block began.
@@ -130,7 +134,6 @@ def record(participant: Participant, trial_id: int, body: dict[str, Any]) -> Rec
     if trial.block == "practice" and participant.state == "main":
         raise ResponseError(409, "practice_over", "the main block has begun; practice is over")
 
-    config = study_config(participant.study)
     adaptive = is_adaptive(trial, config)
     if adaptive:
         low, high = config.timing.staircase.min_ms, config.timing.staircase.max_ms
