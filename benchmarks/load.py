@@ -26,7 +26,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from study_server.loadtest import PG_ADMIN, percentiles, run_load, scratch_database
+from study_server.db import LOCAL_POSTGRES, scratch_database
+from study_server.loadtest import percentiles, run_load
 
 
 def main() -> int:
@@ -40,7 +41,9 @@ def main() -> int:
     parser.add_argument("--pace", type=float, default=1.0)
     parser.add_argument("--ramp", type=float, default=10.0, help="arrivals spread over seconds")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--admin-url", default=PG_ADMIN, help="PostgreSQL to create a database on")
+    parser.add_argument(
+        "--admin-url", default=LOCAL_POSTGRES, help="PostgreSQL to create a database on"
+    )
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp, scratch_database(args.admin_url) as db_url:

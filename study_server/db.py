@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 
 from flask_migrate import Migrate
@@ -27,6 +31,10 @@ class Base(DeclarativeBase):
 db = SQLAlchemy(model_class=Base)
 migrate = Migrate()
 
+# The PostgreSQL server of a development machine: tests and benchmarks make their own
+# databases on it.
+LOCAL_POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
+
 
 def utcnow() -> datetime:
     """The current time in UTC, without tzinfo (both databases store naive UTC)."""
@@ -43,3 +51,19 @@ def _sqlite_pragmas(dbapi_connection, connection_record) -> None:
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA busy_timeout=30000")
         cursor.close()
+
+
+@contextmanager
+def scratch_database(admin_url: str = LOCAL_POSTGRES) -> Iterator[str]:
+    """A new, empty PostgreSQL database (as a SQLAlchemy URL), dropped afterwards."""
+    import psycopg
+
+    name = f"percept_scratch_{os.getpid()}_{secrets.token_hex(3)}"
+    with psycopg.connect(admin_url, autocommit=True, connect_timeout=5) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        base = admin_url.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://")
+        yield f"{base}/{name}"
+    finally:
+        with psycopg.connect(admin_url, autocommit=True, connect_timeout=5) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

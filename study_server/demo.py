@@ -20,7 +20,7 @@ STUDY = """\
 # Written by `percept demo`. Every key: docs/study-config.md.
 slug = "demo"
 title = "Real or generated? (percept demo)"
-stimuli = "stimuli"
+stimuli = "{stimuli}"
 models = "all"
 consent = "This is a demonstration study of percept. Nothing you answer is kept beyond this demo."
 instructions = "Press F if the image is a real photograph, J if a computer made it."
@@ -99,7 +99,7 @@ def run_demo(
     database.unlink(missing_ok=True)
     db_url = f"sqlite:///{database.resolve()}"
     config_file = out / "demo-study.toml"
-    config_file.write_text(STUDY.format(trials=trials, target=target))
+    config_file.write_text(STUDY.format(stimuli="stimuli", trials=trials, target=target))
     app = create_app({"SQLALCHEMY_DATABASE_URI": db_url})
     upgrade_schema(app)
     with app.app_context():

@@ -15,43 +15,12 @@ import random
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-
-PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
-SLUG = "load"
-STUDY = """\
-slug = "{slug}"
-title = "Load test"
-stimuli = "{stimuli}"
-models = "all"
-consent = "A load test."
-instructions = "Real or generated?"
-
-[design]
-real_trials = {half}
-fake_trials = {half}
-
-[practice]
-trials = 4
-
-[attention]
-catch_trials = 2
-instructed_trials = 1
-
-[timing]
-fixation_ms = 500
-exposure_ms = 500
-
-[recruitment]
-platform = "link"
-target_per_model = {target}
-"""
 
 
 @dataclass
@@ -77,24 +46,6 @@ def percentiles(ms: np.ndarray) -> tuple[float, float]:
     """(p50, p99) in ms."""
     p50, p99 = np.percentile(ms, [50, 99])
     return float(p50), float(p99)
-
-
-@contextmanager
-def scratch_database(admin_url: str = PG_ADMIN) -> Iterator[str]:
-    """A new, empty PostgreSQL database (SQLAlchemy URL), dropped afterwards."""
-    import os
-
-    import psycopg
-
-    name = f"percept_load_{os.getpid()}_{random.randrange(10**6)}"
-    with psycopg.connect(admin_url, autocommit=True, connect_timeout=5) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        base = admin_url.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://")
-        yield f"{base}/{name}"
-    finally:
-        with psycopg.connect(admin_url, autocommit=True, connect_timeout=5) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def noop_app():
@@ -124,8 +75,15 @@ def noop_latencies(
     def client(number: int) -> list[float]:
         rng = random.Random(number)
         http = requests.Session()
-        body = {"choice": "real", "rt_ms": 712.4, "frame_ms": 16.667, "valid": True, "input": "key"}
-        body.update(frames=30, displayed_ms=500.0)
+        body = {
+            "choice": "real",
+            "rt_ms": 712.4,
+            "frame_ms": 16.667,
+            "valid": True,
+            "input": "key",
+            "frames": 30,
+            "displayed_ms": 500.0,
+        }
         time.sleep(rng.uniform(0, ramp_s))
         times = []
         for i in range(puts):
@@ -141,6 +99,8 @@ def noop_latencies(
                 times.append((time.perf_counter() - sent) * 1000)
                 r.raise_for_status()
                 break
+            else:
+                raise RuntimeError(f"{url}: the no-op endpoint did not answer 8 tries")
         return times
 
     with ThreadPoolExecutor(max_workers=clients) as pool:
@@ -192,6 +152,7 @@ def run_load(
     from study_server import create_app
     from study_server.crowd import Conditions, simulate_crowd
     from study_server.db import db
+    from study_server.demo import SLUG, STUDY
     from study_server.models import Participant, Response, Trial
     from study_server.schema import upgrade_schema
     from study_server.server_process import Server
@@ -204,17 +165,26 @@ def run_load(
         stimdir = workdir / "stimuli"
         make_demo(stimdir, seed=seed)
     config_file = workdir / "load-study.toml"
-    # A target nobody reaches: balance must come from the assignment, not from models filling up.
+    # The demo study, with a target nobody reaches: balance must come from the assignment,
+    # not from models filling up.
     config_file.write_text(
-        STUDY.format(slug=SLUG, stimuli=stimdir.resolve(), half=trials // 2, target=participants)
+        STUDY.format(stimuli=stimdir.resolve(), trials=trials // 2, target=participants)
     )
+    config = load_config(config_file)
     app = create_app({"SQLALCHEMY_DATABASE_URI": db_url})
     upgrade_schema(app)
     with app.app_context():
-        create_study(load_config(config_file))
-    answers = 4 + trials + 3
+        create_study(config)
+    design, attention = config.design, config.attention
+    answers = (
+        config.practice.trials
+        + design.real_trials
+        + design.fake_trials
+        + attention.catch_trials
+        + attention.instructed_trials
+    )
     # Seconds between a participant's answers: fixation + exposure + a typical response time.
-    interval_s = (0.5 + 0.5 + 0.75) * pace
+    interval_s = (config.timing.fixation_ms + config.timing.exposure_ms + 750) / 1000 * pace
 
     noop_ms: list[float] = []
     if baseline:

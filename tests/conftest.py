@@ -45,15 +45,14 @@ def browser() -> Iterator[object]:
 
 # --- Study server: the same tests on SQLite and on the real PostgreSQL ----------------------
 
-PG_ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=test connect_timeout=3"
-PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-
 
 def postgres_available() -> bool:
     try:
         import psycopg
 
-        psycopg.connect(PG_ADMIN).close()
+        from study_server.db import LOCAL_POSTGRES
+
+        psycopg.connect(LOCAL_POSTGRES, connect_timeout=3).close()
         return True
     except Exception:
         return False
@@ -67,20 +66,13 @@ def postgres_database() -> Iterator[str]:
         "PostgreSQL is not answering at 127.0.0.1:5432 (start it with "
         "`pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start`)",
     )
-    import psycopg
-
     from study_server import create_app
+    from study_server.db import scratch_database
     from study_server.schema import upgrade_schema
 
-    name = f"percept_test_{os.getpid()}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = PG_URL.format(name=name)
-    upgrade_schema(create_app({"SQLALCHEMY_DATABASE_URI": url, "SECRET_KEY": "test"}))
-    yield url
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with scratch_database() as url:
+        upgrade_schema(create_app({"SQLALCHEMY_DATABASE_URI": url, "SECRET_KEY": "test"}))
+        yield url
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

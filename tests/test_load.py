@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from study_server.loadtest import run_load, scratch_database
+from study_server.db import scratch_database
+from study_server.loadtest import run_load
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
