@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import secrets
-from collections import Counter
+from collections import Counter, defaultdict
 from pathlib import Path
 
 from sqlalchemy import func, select
@@ -98,18 +98,17 @@ def study_summary(study: Study) -> str:
 
 def list_studies() -> list[str]:
     """One line per study: slug, platform, title and its participants by state."""
-    states = dict(
-        ((study_id, state), n)
-        for study_id, state, n in db.session.execute(
-            select(Participant.study_id, Participant.state, func.count()).group_by(
-                Participant.study_id, Participant.state
-            )
+    counts: dict[int, dict[str, int]] = defaultdict(dict)
+    for study_id, state, n in db.session.execute(
+        select(Participant.study_id, Participant.state, func.count()).group_by(
+            Participant.study_id, Participant.state
         )
-    )
+    ):
+        counts[study_id][state] = n
     lines = []
     for study in db.session.scalars(select(Study).order_by(Study.created_at, Study.id)):
-        counts = {state: n for (sid, state), n in states.items() if sid == study.id}
-        people = ", ".join(f"{n} {state}" for state, n in sorted(counts.items())) or "nobody yet"
+        by_state = sorted(counts[study.id].items())
+        people = ", ".join(f"{n} {state}" for state, n in by_state) or "nobody yet"
         platform = study_config(study).recruitment.platform
         lines.append(f"{study.slug}  [{platform}]  {study.title}: {people}")
     return lines

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from participants import answer, auth, join, session
 from sqlalchemy import func, insert, select
 
 from stimuli.errors import PerceptError
@@ -27,30 +28,6 @@ from study_server.models import Image, Participant, Response, Study, Trial
 ROOT = Path(__file__).resolve().parent.parent
 CSV_FILES = ("trials.csv", "participants.csv", "images.csv")
 ALL_FILES = {*CSV_FILES, "data_dictionary.md"}
-
-
-def join(client, slug="t", **body):
-    return client.post(f"/api/v1/studies/{slug}/participants", json={"consent": True, **body})
-
-
-def auth(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
-
-
-def session(client, token):
-    r = client.get("/api/v1/session", headers=auth(token))
-    assert r.status_code == 200, r.json
-    return r.json
-
-
-def answer(client, token, trial_id, choice, **extra):
-    r = client.put(
-        f"/api/v1/trials/{trial_id}/response",
-        json={"choice": choice, "rt_ms": 612.5, **extra},
-        headers=auth(token),
-    )
-    assert r.status_code == 200, r.json
-    return r
 
 
 def read(path: Path) -> list[dict[str, str]]:
@@ -100,7 +77,7 @@ def crowd(app, make_study):
                     if t["position"] % 2
                     else {}
                 )
-                answer(client, token, t["id"], choice, **extra)
+                assert answer(client, token, t["id"], choice, **extra).status_code == 200
                 choices[t["id"]] = choice
         if plan in ("right", "careless"):
             done = client.post("/api/v1/session/complete", headers=auth(token))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ from stimuli.errors import PerceptError
 from study_server import create_app
 from study_server.cli import cli
 from study_server.db import db
+from study_server.server_process import free_port
 
 BIN = Path(sys.executable).parent
 
@@ -69,12 +69,6 @@ def test_plain_admin_password_is_kept_only_as_a_hash():
     assert app.config["ADMIN_PASSWORD"] is None
     assert app.config["ADMIN_PASSWORD_HASH"].startswith(("scrypt:", "pbkdf2:"))
     assert "hunter2" not in repr(dict(app.config))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def gunicorn(env: dict[str, str], port: int) -> subprocess.Popen:
