@@ -23,7 +23,7 @@ import pandas as pd
 from scipy.stats import rankdata
 
 from analysis.bootstrap import interval, resample_means
-from stimuli.errors import PerceptError
+from percept.errors import PerceptError
 
 HUMAN = "human_error"
 MIN_MODELS = 3

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from stimuli.errors import PerceptError
+from percept.errors import PerceptError
 
 EXCLUSION_COLUMNS = ("participant_id", "trial_id", "level", "rule", "reason")
 

@@ -42,7 +42,7 @@ import numpy as np
 import torch
 
 from analysis.encoders import Encoder, resolve
-from stimuli.errors import PerceptError
+from percept.errors import PerceptError
 
 CACHE_DIR_ENV = "PERCEPT_CACHE_DIR"
 DEFAULT_CACHE_DIR = Path("~/.cache/percept/features")

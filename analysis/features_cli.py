@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from analysis.cli_options import extraction_options
-from stimuli.errors import PerceptError
+from percept.errors import PerceptError
 
 
 @click.command("features")

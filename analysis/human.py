@@ -22,7 +22,7 @@ import pandas as pd
 from scipy.special import ndtri
 
 from analysis.bootstrap import holm, interval, resample_means, two_sided_p, wilson
-from stimuli.errors import PerceptError
+from percept.errors import PerceptError
 
 RESAMPLES = 10_000
 MEASURES = ("error", "fake_error", "real_error", "dprime", "criterion")

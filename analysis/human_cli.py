@@ -92,7 +92,7 @@ def human(
     docs/human-stats.md. Instead of SOURCE, --summary and --image-summary take
     published summaries of earlier studies (docs/published-data.md).
     """
-    from stimuli.errors import PerceptError
+    from percept.errors import PerceptError
 
     if summaries or image_summaries:
         if source:

@@ -15,7 +15,7 @@ import click
 import numpy as np
 
 from analysis.cli_options import extraction_options
-from stimuli.errors import PerceptError
+from percept.errors import PerceptError
 
 COLUMNS = ("dataset", "model", "encoder", "encoder_pretrained", "metric", "value", "std")
 KD_SUBSET_SIZE = 1000  # torch-fidelity's and dgm-eval's; smaller sets use all their samples

@@ -38,7 +38,7 @@ from analysis.human import (
     scores_table,
     write_outputs,
 )
-from stimuli.errors import PerceptError
+from percept.errors import PerceptError
 
 # Stein et al. 2023: each participant judged 100 real and 100 fake images of one model.
 STEIN_FAKE = 100

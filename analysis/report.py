@@ -26,7 +26,7 @@ from analysis.correlate import (
     measures,
     pooled,
 )
-from stimuli.errors import PerceptError
+from percept.errors import PerceptError
 
 
 @dataclass

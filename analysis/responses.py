@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from stimuli.errors import PerceptError
+from percept.errors import PerceptError
 
 DICTIONARY = "data_dictionary.md"
 FILES = ("trials.csv", "participants.csv", "images.csv")
@@ -176,7 +176,7 @@ def one_study(
 
 def export_database(db_url: str, out: Path, slug: str | None = None) -> None:
     """Run the study server's exporter in its own process (analysis never imports Flask)."""
-    code = "from study_server.cli import main; main()"
+    code = "from percept.cli import main; main()"
     study = ["--study", slug] if slug else []
     result = subprocess.run(
         [sys.executable, "-c", code, "export", "--db", db_url, "--out", str(out), *study],

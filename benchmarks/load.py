@@ -2,7 +2,7 @@
 
 Builds the demo stimuli and a study in a scratch PostgreSQL database, then, in
 this one process, measures a bare Flask no-op PUT endpoint (the baseline) and
-the study server under the simulated crowd (`study_server.crowd`), both on
+the study server under the simulated crowd (`percept.simulate.crowd`), both on
 gunicorn with the same workers and threads and the same number of paced
 clients. During the crowd run one worker is killed with SIGKILL every
 `--kill-every` seconds and `--drop` of the client's requests are lost (half on
@@ -26,8 +26,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from percept.simulate.loadtest import percentiles, run_load
 from study_server.db import LOCAL_POSTGRES, scratch_database
-from study_server.loadtest import percentiles, run_load
 
 
 def main() -> int:

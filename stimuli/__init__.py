@@ -1,7 +1,6 @@
 """Stimuli: a researcher's image folders in, a clean, leak-proof stimulus folder out."""
 
 from stimuli.build import ingest
-from stimuli.errors import PerceptError
 from stimuli.leaks import audit
 
-__all__ = ["PerceptError", "audit", "ingest"]
+__all__ = ["audit", "ingest"]

@@ -17,8 +17,8 @@ from pathlib import Path
 
 from PIL import Image
 
+from percept.errors import PerceptError
 from stimuli.catch import catch_image
-from stimuli.errors import PerceptError
 from stimuli.images import (
     IMAGE_EXTENSIONS,
     MAX_PIXELS,

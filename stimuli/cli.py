@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from stimuli.errors import PerceptError
+from percept.errors import PerceptError
 from stimuli.images import MAX_PIXELS
 from stimuli.manifest import summary_table
 

@@ -31,8 +31,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageEnhance, ImageFilter
 
+from percept.errors import PerceptError
 from stimuli.build import DatasetSpec, Folder, IngestReport, ingest_datasets
-from stimuli.errors import PerceptError
 from stimuli.manifest import write_csv
 from stimuli.parallel import parallel_map
 

@@ -7,7 +7,7 @@ import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
-from stimuli.errors import PerceptError
+from percept.errors import PerceptError
 
 MANIFEST = "manifest.csv"
 IMAGES = "images"

@@ -1,4 +1,4 @@
-"""Flask app for crowdworker studies, and the `percept` command line."""
+"""The Flask app for crowdworker studies (the `percept` command line is in percept.cli)."""
 
 from study_server.app import create_app
 

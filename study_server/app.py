@@ -9,7 +9,7 @@ from typing import Any
 from flask import Flask
 from werkzeug.security import generate_password_hash
 
-from stimuli.errors import PerceptError
+from percept.errors import PerceptError
 from study_server.db import db, migrate
 
 DEV_SECRET = "dev"

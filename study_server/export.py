@@ -28,7 +28,7 @@ from typing import Any, BinaryIO, TextIO
 
 from sqlalchemy import select
 
-from stimuli.errors import PerceptError
+from percept.errors import PerceptError
 from study_server.db import db
 from study_server.exclusions import ParticipantStats, exclusion_reasons, participant_stats
 from study_server.models import (

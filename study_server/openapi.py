@@ -1,8 +1,8 @@
 """The OpenAPI 3.1 document of the participant API, built in one place.
 
 Served at GET /api/v1/openapi.json. The request schemas are built from the same
-constants the views check (`responses.FIELDS`, `participant.PLATFORM_FIELDS`,
-`participant.ID_TEXT`, ...), so the document follows the code. tests/test_security.py
+constants the views check (`responses.FIELDS`, `identifiers.PLATFORM_FIELDS`,
+`identifiers.ID_TEXT`, ...), so the document follows the code. tests/test_security.py
 fuzzes the API from this document and checks every answer against it, and
 docs/api.md is generated from it (`python -m study_server.openapi docs/api.md`).
 
@@ -119,8 +119,8 @@ def answer_schema() -> dict[str, Any]:
 
 
 def sign_up_schemas() -> dict[str, dict[str, Any]]:
-    """One body schema per recruitment platform, from participant.PLATFORM_FIELDS."""
-    from study_server.participant import ID_TEXT, MTURK_HOSTS, MTURK_PREVIEW, PLATFORM_FIELDS
+    """One body schema per recruitment platform, from identifiers.PLATFORM_FIELDS."""
+    from study_server.identifiers import ID_TEXT, MTURK_HOSTS, MTURK_PREVIEW, PLATFORM_FIELDS
 
     platform_id = {"type": "string", "pattern": ID_TEXT.pattern}
     common: dict[str, Any] = {
@@ -173,8 +173,8 @@ def sign_up_schemas() -> dict[str, dict[str, Any]]:
 
 def session_schemas() -> dict[str, dict[str, Any]]:
     """What GET /api/v1/session answers: nothing in it tells real from fake."""
+    from study_server.identifiers import PUBLIC_ID
     from study_server.models import BLOCKS, CHOICES, PLATFORMS, STATES
-    from study_server.participant import PUBLIC_ID
 
     def obj(properties: dict[str, Any], optional: tuple[str, ...] = ()) -> dict[str, Any]:
         return {
@@ -294,7 +294,7 @@ def path_parameter(name: str, schema: dict[str, Any], description: str) -> dict[
 @cache
 def build() -> dict[str, Any]:
     """The whole document (built once; callers get a copy from `document`)."""
-    from study_server.participant import PUBLIC_ID
+    from study_server.identifiers import PUBLIC_ID
     from study_server.studyconfig import SLUG
 
     error = ref("Error")

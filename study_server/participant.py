@@ -7,7 +7,6 @@ request that fails changes nothing in the database.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -28,6 +27,7 @@ from study_server.assignment import (
     resume,
 )
 from study_server.db import db, utcnow
+from study_server.identifiers import ID_TEXT, MTURK_HOSTS, MTURK_PREVIEW, PLATFORM_FIELDS, PUBLIC_ID
 from study_server.models import Image, Participant, Response, Study, Token, Trial
 from study_server.responses import (
     ResponseError,
@@ -45,17 +45,6 @@ bp = Blueprint("participant", __name__)
 bp.add_url_rule("/api/v1/openapi.json", "openapi", openapi.serve)
 
 PROLIFIC_DONE = "https://app.prolific.com/submissions/complete"
-MTURK_PREVIEW = "ASSIGNMENT_ID_NOT_AVAILABLE"
-# Only MTurk's own hosts may receive the completion form (no open redirect).
-MTURK_HOSTS = re.compile(r"^https://(www|workersandbox)\.mturk\.com/?$")
-PLATFORM_FIELDS = {
-    "prolific": ("prolific_pid", "study_id", "session_id"),
-    "mturk": ("worker_id", "assignment_id", "hit_id", "turk_submit_to"),
-    "link": ("client_id",),
-}
-ID_TEXT = re.compile(r"^[A-Za-z0-9._~:/+=-]{1,200}$")
-# Image ids as studies.py makes them (secrets.token_urlsafe): anything else is not looked up.
-PUBLIC_ID = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 # Stimuli never change, and every image gets exactly these headers (nothing else differs).
 IMAGE_HEADERS = {
     "Content-Type": "image/png",

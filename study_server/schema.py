@@ -7,7 +7,7 @@ from alembic.script import ScriptDirectory
 from flask import Flask
 from flask_migrate import upgrade
 
-from stimuli.errors import PerceptError
+from percept.errors import PerceptError
 from study_server.app import MIGRATIONS
 from study_server.db import db
 

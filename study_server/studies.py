@@ -8,7 +8,7 @@ from pathlib import Path
 
 from sqlalchemy import func, select
 
-from stimuli.errors import PerceptError
+from percept.errors import PerceptError
 from stimuli.manifest import MANIFEST, image_path, read_manifest
 from study_server.db import db
 from study_server.models import Generator, Image, Participant, Study

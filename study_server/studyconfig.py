@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from stimuli.errors import PerceptError
+from percept.errors import PerceptError
 
 SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
 KEY = re.compile(r"^[a-z0-9]$|^(space|enter|arrowleft|arrowright|arrowup|arrowdown)$")

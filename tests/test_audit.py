@@ -12,10 +12,10 @@ from click.testing import CliRunner
 from imagefiles import chunk, make_folder, pattern, with_chunk
 from PIL import Image
 
+from percept.cli import cli
 from stimuli import audit, ingest
 from stimuli.images import encode_png
 from stimuli.manifest import MANIFEST_COLUMNS, read_manifest, write_csv
-from study_server.cli import cli
 
 
 @pytest.fixture

@@ -12,7 +12,8 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from stimuli import PerceptError
+from percept.cli import cli
+from percept.errors import PerceptError
 from stimuli.demo import (
     DATASETS,
     FAKE_PER_MODEL,
@@ -26,7 +27,6 @@ from stimuli.demo import (
     make_demo,
 )
 from stimuli.manifest import image_path, read_manifest
-from study_server.cli import cli
 
 NAMES = [name for name, _ in DATASETS]
 MODEL_NAMES = [m.name for m in MODELS]

@@ -7,7 +7,7 @@ import pytest
 from click.testing import CliRunner
 from scipy.stats import kendalltau
 
-from study_server.cli import cli
+from percept.cli import cli
 
 pytestmark = pytest.mark.slow
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import click
 import pytest
 
+from percept.cli import cli
 from study_server import create_app
-from study_server.cli import cli
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY_DOC = ROOT / "docs" / "deploy.md"

@@ -21,7 +21,7 @@ import analysis.encoders as enc
 from analysis.encoders import ENCODERS, RANDOM_PREFIX, dinov2, get_spec, inception, pixel, resolve
 from analysis.encoders import clip as clip_family
 from analysis.encoders.weights import file_sha256
-from stimuli.errors import PerceptError
+from percept.errors import PerceptError
 
 WEIGHTED = [name for name, spec in ENCODERS.items() if spec.has_weights]
 DIMS = {

@@ -17,10 +17,10 @@ from click.testing import CliRunner
 from participants import answer, auth, join, session
 from sqlalchemy import func, insert, select
 
-from stimuli.errors import PerceptError
+from percept.cli import cli
+from percept.errors import PerceptError
 from study_server import export
 from study_server.assignment import hash_token
-from study_server.cli import cli
 from study_server.db import db
 from study_server.export import FILES, column_table, data_dictionary, export_zip, write_export
 from study_server.models import Image, Participant, Response, Study, Trial

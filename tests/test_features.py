@@ -33,9 +33,9 @@ from analysis.features import (
     load_features,
     save_features,
 )
-from stimuli.errors import PerceptError
+from percept.cli import cli
+from percept.errors import PerceptError
 from stimuli.manifest import MANIFEST, MANIFEST_COLUMNS, image_path, write_csv
-from study_server.cli import cli
 
 
 @pytest.fixture(autouse=True)

@@ -16,8 +16,8 @@ from analysis.human import analyse, model_table, participant_scores
 from analysis.mixed import fit_dataset
 from analysis.responses import load, load_images
 from analysis.simulation import simulate
-from stimuli.errors import PerceptError
-from study_server.cli import cli
+from percept.cli import cli
+from percept.errors import PerceptError
 
 FIVE = [("ds", f"m{i}", q) for i, q in enumerate([-1.0, -0.5, 0.0, 0.5, 0.9])]
 

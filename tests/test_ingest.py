@@ -14,9 +14,10 @@ from click.testing import CliRunner
 from imagefiles import make_folder, pattern, save, with_header_size
 from PIL import Image
 
-from stimuli import PerceptError, audit, ingest
+from percept.cli import cli
+from percept.errors import PerceptError
+from stimuli import audit, ingest
 from stimuli.manifest import MANIFEST_COLUMNS, read_manifest
-from study_server.cli import cli
 
 
 @pytest.fixture

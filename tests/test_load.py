@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from percept.simulate.loadtest import run_load
 from study_server.db import scratch_database
-from study_server.loadtest import run_load
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
@@ -50,7 +50,7 @@ def test_percept_simulate_with_lost_requests_stores_each_answer_once(
     from click.testing import CliRunner
     from sqlalchemy import func, select
 
-    from study_server.cli import cli
+    from percept.cli import cli
     from study_server.db import db
     from study_server.models import Participant, Response, Trial
 

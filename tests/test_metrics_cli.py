@@ -10,8 +10,8 @@ import pytest
 from click.testing import CliRunner
 from imagefiles import make_folder, pattern, save
 
+from percept.cli import cli
 from stimuli.manifest import MANIFEST, MANIFEST_COLUMNS, image_path, write_csv
-from study_server.cli import cli
 
 pytest.importorskip("torch")
 

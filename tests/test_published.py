@@ -16,8 +16,8 @@ from analysis.exclusions import ExclusionRules
 from analysis.human import analyse as analyse_study
 from analysis.published import SummaryFile, analyse
 from analysis.simulation import simulate
-from stimuli.errors import PerceptError
-from study_server.cli import cli
+from percept.cli import cli
+from percept.errors import PerceptError
 
 RESAMPLES = 2000
 

@@ -14,7 +14,7 @@ from analysis.correlate import correlations, kendall, kendall_matrix, measures
 from analysis.exclusions import ExclusionRules
 from analysis.human import analyse
 from analysis.simulation import simulate
-from study_server.cli import cli
+from percept.cli import cli
 
 SCREENS = Path(__file__).resolve().parent.parent / "docs" / "screens"
 

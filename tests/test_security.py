@@ -31,7 +31,7 @@ from PIL import Image as PILImage
 from sqlalchemy import select
 
 from stimuli.images import png_chunks
-from study_server import openapi, participant, responses
+from study_server import identifiers, openapi, participant, responses
 from study_server.db import db
 from study_server.models import Generator, Image, Trial
 
@@ -143,10 +143,10 @@ def test_sign_up_schemas_take_each_platforms_fields():
     for platform, name in (("link", "SignUpLink"), ("prolific", "SignUpProlific")):
         schema = SCHEMAS[name]
         extra = {"consent", "screen", "user_agent"}
-        assert set(schema["properties"]) == {*participant.PLATFORM_FIELDS[platform], *extra}
+        assert set(schema["properties"]) == {*identifiers.PLATFORM_FIELDS[platform], *extra}
         assert schema["additionalProperties"] is False
     mturk = SCHEMAS["SignUpMTurk"]
-    assert set(mturk["required"]) == {"consent", *participant.PLATFORM_FIELDS["mturk"]}
+    assert set(mturk["required"]) == {"consent", *identifiers.PLATFORM_FIELDS["mturk"]}
 
 
 def test_every_error_code_in_the_code_is_documented():
@@ -708,7 +708,7 @@ def test_a_whole_session_reveals_nothing_about_the_images(app, make_study):
     images = [ex for ex in log if ex.url.startswith("/i/")]
     assert len(images) == len(final["trials"])
     assert {len(ex.url) for ex in images} == {len(images[0].url)}
-    assert all(participant.PUBLIC_ID.fullmatch(ex.url[3:-4]) for ex in images)
+    assert all(identifiers.PUBLIC_ID.fullmatch(ex.url[3:-4]) for ex in images)
     header_sets = {tuple(sorted((k, v) for k, v in ex.headers.items() if k != "Content-Length"))
                    for ex in images}  # fmt: skip
     assert header_sets == {tuple(sorted(participant.IMAGE_HEADERS.items()))}

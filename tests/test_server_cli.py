@@ -14,11 +14,11 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from click.testing import CliRunner
 
-from stimuli.errors import PerceptError
+from percept.cli import cli
+from percept.errors import PerceptError
+from percept.simulate.server_process import free_port
 from study_server import create_app
-from study_server.cli import cli
 from study_server.db import db
-from study_server.server_process import free_port
 
 BIN = Path(sys.executable).parent
 
@@ -160,7 +160,7 @@ def test_the_server_and_help_never_load_the_analysis_stack():
     code = (
         "import sys\n"
         "from click.testing import CliRunner\n"
-        "from study_server.cli import cli\n"
+        "from percept.cli import cli\n"
         "from study_server import create_app\n"
         "create_app()\n"
         "assert CliRunner().invoke(cli, ['--help']).exit_code == 0\n"

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from stimuli.errors import PerceptError
-from study_server.cli import cli
+from percept.cli import cli
+from percept.errors import PerceptError
 from study_server.studyconfig import StudyConfig, load_config, parse_config
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -24,7 +24,7 @@ from PIL import Image
 from torch import nn
 
 from analysis.encoders import weights as _weights
-from stimuli.errors import PerceptError
+from percept.errors import PerceptError
 
 RANDOM_PREFIX = "random:"
 # Seed of every randomly initialised encoder: the same name gives the same network.

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from stimuli.errors import PerceptError
+from percept.errors import PerceptError
 
 WEIGHTS_DIR_ENV = "PERCEPT_WEIGHTS_DIR"
 DEFAULT_WEIGHTS_DIR = Path("~/.cache/percept/weights")

@@ -148,14 +148,14 @@ def run_load(
     """
     from sqlalchemy import select
 
+    from percept.demo import SLUG, STUDY
+    from percept.simulate.crowd import Conditions, simulate_crowd
+    from percept.simulate.server_process import Server
     from stimuli.demo import make_demo
     from study_server import create_app
-    from study_server.crowd import Conditions, simulate_crowd
     from study_server.db import db
-    from study_server.demo import SLUG, STUDY
     from study_server.models import Participant, Response, Trial
     from study_server.schema import upgrade_schema
-    from study_server.server_process import Server
     from study_server.studies import create_study
     from study_server.studyconfig import load_config
 
@@ -194,7 +194,7 @@ def run_load(
             workdir / "gunicorn-noop.log",
             workers=workers,
             threads=threads,
-            app="study_server.loadtest:noop_app()",
+            app="percept.simulate.loadtest:noop_app()",
         ) as server:
             server.wait()
             noop_ms = noop_latencies(server.url, participants, answers, interval_s, ramp_s)

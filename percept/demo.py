@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from stimuli.errors import PerceptError
+from percept.errors import PerceptError
 
 STUDY = """\
 # Written by `percept demo`. Every key: docs/study-config.md.
@@ -51,7 +51,7 @@ METRIC_IMAGES = 32
 
 def percept(*args: str) -> None:
     """Run a `percept` sub-command in a fresh interpreter (its output goes to ours)."""
-    code = "from study_server.cli import main; main()"
+    code = "from percept.cli import main; main()"
     result = subprocess.run([sys.executable, "-c", code, *args])
     if result.returncode != 0:
         raise PerceptError(f"`percept {args[0]}` failed (exit {result.returncode}); see above")
@@ -66,14 +66,14 @@ def run_demo(
     echo: Callable[[str], None] = print,
 ) -> Path:
     """Run every step into `out`; returns the report's index.html."""
+    from percept.simulate.crowd import simulate_crowd
+    from percept.simulate.server_process import Server
     from stimuli import audit
     from stimuli.demo import make_demo
     from stimuli.manifest import read_csv, read_manifest, summary_table
     from study_server import create_app
-    from study_server.crowd import simulate_crowd
     from study_server.export import write_export
     from study_server.schema import upgrade_schema
-    from study_server.server_process import Server
     from study_server.studies import create_study
     from study_server.studyconfig import load_config
 

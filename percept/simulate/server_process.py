@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import secrets
 import signal
@@ -11,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from stimuli.errors import PerceptError
+from percept.errors import PerceptError
 
 
 def free_port() -> int:
@@ -36,7 +37,8 @@ class Server:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = {**os.environ, "DATABASE_URL": db_url, "SECRET_KEY": secrets.token_hex(32)}
-        config = Path(__file__).with_name("gunicorn.conf.py")
+        # The app's own production config, found without importing the app into this process.
+        config = Path(importlib.util.find_spec("study_server").origin).with_name("gunicorn.conf.py")
         self.log = open(log, "w")  # noqa: SIM115 (closed in stop)
         self.process = subprocess.Popen(
             [

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import click
 
+from percept.errors import PerceptError
 from stimuli.cli import stimuli
-from stimuli.errors import PerceptError
 
 
 class UserError(click.ClickException):
@@ -251,7 +251,7 @@ def demo(out: Path, participants: int, seed: int) -> None:
     statistics, features and metrics (encoders without pretrained weights, said
     so everywhere) and writes the report. Everything started is stopped.
     """
-    from study_server.demo import run_demo
+    from percept.demo import run_demo
 
     run_demo(out, participants=participants, seed=seed, echo=click.echo)
 
@@ -304,7 +304,7 @@ def simulate(
     """Scripted participants over HTTP, using only what a browser uses (docs in the module)."""
     from tqdm import tqdm
 
-    from study_server.crowd import Conditions, simulate_crowd
+    from percept.simulate.crowd import Conditions, simulate_crowd
 
     with tqdm(total=participants, unit="participant", disable=None) as bar:
         people = simulate_crowd(

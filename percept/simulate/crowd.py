@@ -34,7 +34,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from stimuli.errors import PerceptError
+from percept.errors import PerceptError
 from stimuli.manifest import MANIFEST, read_csv, read_manifest
 
 FRAME_MS = 1000 / 60
