@@ -63,7 +63,12 @@ class Server:
         )
 
     def wait(self, timeout: float = 60) -> None:
-        """Return once the server answers HTTP; raise if it stopped or never answered."""
+        """Return once a worker answers a real route; raise if gunicorn stopped or never did.
+
+        gunicorn accepts connections before its workers have loaded the app, so a
+        connection that is refused, reset or left unanswered (read time-out) only
+        means "not yet"; the app's own JSON answer (401 without a token) means ready.
+        """
         import requests
 
         deadline = time.monotonic() + timeout
@@ -73,10 +78,12 @@ class Server:
                     f"gunicorn stopped (exit {self.process.returncode}); see {self.log.name}"
                 )
             try:
-                requests.get(f"{self.url}/api/v1/session", timeout=2)
-                return
-            except requests.ConnectionError:
-                time.sleep(0.2)
+                answer = requests.get(f"{self.url}/api/v1/session", timeout=2)
+                if answer.headers.get("Content-Type", "").startswith("application/json"):
+                    return
+            except requests.RequestException:
+                pass
+            time.sleep(0.2)
         raise PerceptError(f"gunicorn did not answer within {timeout:.0f} s; see {self.log.name}")
 
     def worker_pids(self) -> list[int]:
