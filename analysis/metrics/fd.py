@@ -25,8 +25,8 @@ eigendecomposition and in F^T S_b F alike: those at or below
 A symmetric eigensolver returns an eigenvalue that is exactly 0 (an all-zero
 "dead" feature column, common with ReLU features; a feature constant in both
 sets; the centring's null direction when n <= d) as noise of about
-eps * (largest eigenvalue), and the square root turns that noise into
-sqrt(eps) ~ 1e-8 of the trace term per eigenvalue: ten of them cost 7 digits.
+eps * (largest eigenvalue), and the square root turns that noise into about
+sqrt(eps) ~ 1e-8 of the trace term per eigenvalue (docs/metrics.md has measurements).
 A genuine eigenvalue that small cannot be told from that noise, so dropping it
 loses nothing the arithmetic could have kept.
 """
@@ -83,7 +83,8 @@ class Gaussian:
 
         For a d x d factor, Cholesky is several times faster than an eigendecomposition
         and as accurate (both are backward stable); a covariance that is singular
-        after all (a constant feature, say) falls back to V sqrt(max(L, 0)).
+        after all (a constant feature, say) falls back to V sqrt(L) over the
+        eigenvalues above the threshold (d x rank).
         """
         if self.small:
             return self.centred.T / np.sqrt(self.n - 1)
