@@ -193,9 +193,7 @@ def fallbacks(table: pd.DataFrame) -> dict[str, str]:
         return {}
     methods = table.dropna(subset=["mixed_method"]).groupby("dataset", sort=True)["mixed_method"]
     return {
-        dataset: method
-        for dataset, method in methods.first().items()
-        if method != "laplace-glmm" and not method.startswith("not available")
+        dataset: method for dataset, method in methods.first().items() if method != "laplace-glmm"
     }
 
 
