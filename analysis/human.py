@@ -13,6 +13,7 @@ Definitions (docs/human-stats.md has them in full):
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import asdict, dataclass
 from itertools import combinations
 from pathlib import Path
@@ -257,14 +258,16 @@ def joint_interval(
     as often as its image was drawn, a participant's error is their weighted
     mean of fake and real error, and the model's error their weighted mean.
     """
-    people = pd.Categorical(trials["participant_id"]).codes
-    images = pd.Categorical(trials["image_id"]).codes
-    n_p, n_i = people.max() + 1, images.max() + 1
+    from scipy import sparse
+
+    from analysis.mixed import codes
+
+    people, images = codes(trials["participant_id"]), codes(trials["image_id"])
+    n_p, n_i = int(people.max()) + 1, int(images.max()) + 1
     wrong = np.where(trials["source"] == "real", trials["said_fake"], 1 - trials["said_fake"])
     is_real = (trials["source"] == "real").to_numpy()
     # Columns: (participant, fake) then (participant, real).
     cell = people + n_p * is_real
-    from scipy import sparse
 
     to_cell = sparse.csr_array(
         (np.ones(len(cell)), (np.arange(len(cell)), cell)), shape=(len(cell), 2 * n_p)
@@ -277,7 +280,9 @@ def joint_interval(
         w = w_img[:, images]
         num = (to_cell.T @ (w * wrong).T).T
         den = (to_cell.T @ w.T).T
-        with np.errstate(invalid="ignore", divide="ignore"):
+        with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+            # A participant none of whose images was drawn has no rate in that resample.
+            warnings.simplefilter("ignore", RuntimeWarning)
             rates = num / den
             per_person = np.nanmean(np.stack([rates[:, :n_p], rates[:, n_p:]]), axis=0)
             present = ~np.isnan(per_person)
@@ -326,7 +331,9 @@ def write_outputs(out, tables: dict[str, pd.DataFrame], summary: dict) -> None:
     out.mkdir(parents=True, exist_ok=True)
     for name, table in tables.items():
         tmp = out / f".{name}.tmp"
-        table.to_csv(tmp, index=False, float_format="%.6g")
+        # No float_format: pandas writes each float's shortest repr, which reads back
+        # to the same float (docs/human-stats.md, "Precision").
+        table.to_csv(tmp, index=False)
         tmp.replace(out / name)
     tmp = out / ".human_summary.json.tmp"
     tmp.write_text(json.dumps(summary, indent=2, default=str))
@@ -368,10 +375,13 @@ def analyse(
             lows.append(low)
             highs.append(high)
         table["error_joint_low"], table["error_joint_high"] = lows, highs
+    fallbacks: dict[str, str] = {}
     if mixed and len(per_model):
+        from analysis.mixed import fallbacks as mixed_fallbacks
         from analysis.mixed import mixed_table
 
         table = table.merge(mixed_table(per_model), on=["dataset", "model"], how="left")
+        fallbacks = mixed_fallbacks(table)
     participants = trials["participant_id"].nunique()
     out_people = excluded.loc[excluded["level"] == "participant", "participant_id"].nunique()
     main = trials[trials["block"] == "main"]
@@ -400,6 +410,8 @@ def analyse(
             "unlimited_exposure_trials": int(main["planned_exposure_ms"].isna().sum()),
         },
         "bootstrap": {"resamples": resamples, "seed": seed, "joint": joint},
+        # Datasets whose mixed model was not the Laplace fit, with the reason.
+        "mixed_fallbacks": fallbacks,
         "versions": package_versions(),
     }
     scores = participant_scores(per_model)
@@ -441,6 +453,8 @@ def format_table(result: HumanResult) -> str:
         "",
         *format_rows(result.human),
     ]
+    for dataset, method in result.summary.get("mixed_fallbacks", {}).items():
+        lines.append(f"mixed model, {dataset}: {method}")
     return "\n".join(lines)
 
 

@@ -12,7 +12,10 @@ typical image, reported as a probability with a Wald 95% interval.
 Why not statsmodels' BinomialBayesMixedGLM: on this machine it took minutes
 for 10,000 trials (fit_vb and fit_map alike) where studies have 200,000. When
 the Laplace fit fails, a logistic GLM with standard errors clustered by
-participant is used instead, and `mixed_method` says so.
+participant is used instead, and `mixed_method` says so with the reason; should
+that fail too, the numbers are empty and `mixed_method` gives both reasons.
+Category codes are `np.intp` throughout: pandas makes them int8 for up to 127
+categories, and sums such as models + participants would wrap around.
 """
 
 from __future__ import annotations
@@ -41,9 +44,10 @@ class LaplaceFit:
     def __init__(self, y: np.ndarray, fixed: np.ndarray, people: np.ndarray, images: np.ndarray):
         n = len(y)
         self.y = y
-        self.m = fixed.max() + 1
-        self.p = people.max() + 1
-        self.i = images.max() + 1
+        fixed, people, images = (np.asarray(a, dtype=np.intp) for a in (fixed, people, images))
+        self.m = int(fixed.max()) + 1
+        self.p = int(people.max()) + 1
+        self.i = int(images.max()) + 1
         rows = np.repeat(np.arange(n), 3)
         cols = np.stack([fixed, self.m + people, self.m + self.p + images], axis=1).ravel()
         self.design = sparse.csr_array(
@@ -116,22 +120,39 @@ class LaplaceFit:
         return effects, np.sqrt(np.diag(covariance))
 
 
+def codes(values: pd.Series) -> np.ndarray:
+    """0-based category codes as np.intp (pandas gives int8 up to 127 categories)."""
+    return np.asarray(pd.Categorical(values).codes, dtype=np.intp)
+
+
 def fit_dataset(trials: pd.DataFrame) -> pd.DataFrame:
-    """Model effects of one dataset's trials (columns as COLUMNS)."""
+    """Model effects of one dataset's trials (columns as COLUMNS).
+
+    Any failure of the Laplace fit (an exception of any kind, or non-finite
+    estimates) falls back to the clustered GLM; `mixed_method` names the method
+    used and, for a fallback, why.
+    """
     y = errors(trials)
     models = pd.Categorical(trials["model"])
-    people = pd.Categorical(trials["participant_id"]).codes
-    images = pd.Categorical(trials["image_id"]).codes
+    fixed = np.asarray(models.codes, dtype=np.intp)
+    people, images = codes(trials["participant_id"]), codes(trials["image_id"])
     try:
         with np.errstate(over="ignore"):
-            mean, se = LaplaceFit(y, models.codes, people, images).fit()
-        if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(se))):
-            raise FloatingPointError("non-finite estimates")
+            mean, se = LaplaceFit(y, fixed, people, images).fit()
+        require_finite(mean, se)
         method = "laplace-glmm"
-    except (FloatingPointError, RuntimeError, np.linalg.LinAlgError) as e:
-        warnings.warn(f"mixed model did not fit ({e}); using a clustered GLM", stacklevel=2)
-        mean, se = _clustered_glm(y, models.codes, people)
-        method = "glm-clustered"
+    except Exception as e:  # any failure of the fit: fall back, and say why
+        laplace = f"Laplace fit failed ({reason(e)})"
+        warnings.warn(f"mixed model did not fit: {laplace}; using a clustered GLM", stacklevel=2)
+        try:
+            with np.errstate(all="ignore"), warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # statsmodels' separation/convergence warnings
+                mean, se = _clustered_glm(y, fixed, people)
+            require_finite(mean, se)
+            method = f"glm-clustered: {laplace}"
+        except Exception as e2:  # nothing fits: empty numbers, both reasons
+            mean = se = np.full(len(models.categories), np.nan)
+            method = f"not fitted: {laplace}; clustered GLM failed ({reason(e2)})"
     return pd.DataFrame(
         {
             "dataset": trials["dataset"].iloc[0],
@@ -144,14 +165,36 @@ def fit_dataset(trials: pd.DataFrame) -> pd.DataFrame:
     )
 
 
+def require_finite(mean: np.ndarray, se: np.ndarray) -> None:
+    if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(se))):
+        raise FloatingPointError("non-finite estimates")
+
+
+def reason(error: Exception) -> str:
+    """One short line: the exception's type and the first line of its message."""
+    text = str(error).strip().splitlines()
+    first = text[0] if text else ""
+    return f"{type(error).__name__}: {first[:160]}" if first else type(error).__name__
+
+
 def _clustered_glm(y, fixed, groups):
     import statsmodels.api as sm
 
-    exog = np.eye(fixed.max() + 1)[fixed]
+    exog = np.eye(int(fixed.max()) + 1)[fixed]
     result = sm.GLM(y, exog, family=sm.families.Binomial()).fit(
         cov_type="cluster", cov_kwds={"groups": groups}
     )
     return np.asarray(result.params), np.asarray(result.bse)
+
+
+def fallbacks(table: pd.DataFrame) -> dict[str, str]:
+    """{dataset: mixed_method} for every dataset whose Laplace fit failed."""
+    if "mixed_method" not in table:
+        return {}
+    methods = table.dropna(subset=["mixed_method"]).groupby("dataset", sort=True)["mixed_method"]
+    return {
+        dataset: method for dataset, method in methods.first().items() if method != "laplace-glmm"
+    }
 
 
 def mixed_table(model_trials: pd.DataFrame) -> pd.DataFrame:

@@ -24,8 +24,7 @@ import time
 import numpy as np
 from scipy import linalg
 
-from analysis.metrics import fd
-from analysis.metrics.fd import Gaussian, frechet_distance
+from analysis.metrics.fd import Gaussian, fd, frechet_distance
 
 
 def sqrtm_fd_from_stats(mu1, sigma1, mu2, sigma2) -> float:

@@ -35,7 +35,7 @@ def child(method: str, n: int, d: int) -> None:
     fake = rng.standard_normal((n, d)) * 1.05 + 0.02
     data_bytes = real.nbytes + fake.nbytes
     if method == "ours":
-        from analysis.metrics import prdc
+        from analysis.metrics.prdc import prdc
 
         start = time.perf_counter()
         out = prdc(real, fake, k=K)

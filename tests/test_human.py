@@ -302,8 +302,42 @@ def test_mixed_model_orders_models_and_falls_back(monkeypatch):
     monkeypatch.setattr(analysis.mixed.LaplaceFit, "fit", broken)
     with pytest.warns(UserWarning, match="using a clustered GLM"):
         fallback = fit_dataset(per)
-    assert (fallback["mixed_method"] == "glm-clustered").all()
+    said = "glm-clustered: Laplace fit failed (LinAlgError: singular)"
+    assert (fallback["mixed_method"] == said).all()
     assert fallback.sort_values("mixed_error")["model"].iloc[0] == "m0"
+
+
+def test_any_failure_of_the_mixed_model_is_reported_not_raised(monkeypatch):
+    import analysis.mixed
+    from analysis.human import format_table
+
+    sim = simulate(FIVE[:3], participants_per_model=6, real_trials=10, fake_trials=10, seed=6)
+
+    def wrapped(self):  # what int8 category codes once did
+        raise ValueError("negative axis 1 index: -128\nmore detail")
+
+    monkeypatch.setattr(analysis.mixed.LaplaceFit, "fit", wrapped)
+    with pytest.warns(UserWarning, match="Laplace fit failed"):
+        result = analyse(sim.trials, ExclusionRules(), resamples=200)
+    method = "glm-clustered: Laplace fit failed (ValueError: negative axis 1 index: -128)"
+    assert (result.human["mixed_method"] == method).all()
+    assert np.isfinite(result.human[["mixed_error", "mixed_low", "mixed_high"]]).all().all()
+    assert result.summary["mixed_fallbacks"] == {"ds": method}
+    assert f"mixed model, ds: {method}" in format_table(result)
+
+    def glm_fails(*args):
+        raise RuntimeError("no groups")
+
+    monkeypatch.setattr(analysis.mixed, "_clustered_glm", glm_fails)
+    with pytest.warns(UserWarning, match="Laplace fit failed"):
+        result = analyse(sim.trials, ExclusionRules(), resamples=200)
+    nothing = (
+        "not fitted: Laplace fit failed (ValueError: negative axis 1 index: -128); "
+        "clustered GLM failed (RuntimeError: no groups)"
+    )
+    assert (result.human["mixed_method"] == nothing).all()
+    assert result.human[["mixed_error", "mixed_low", "mixed_high"]].isna().all().all()
+    assert f"mixed model, ds: {nothing}" in format_table(result)
 
 
 def test_mixed_model_agrees_with_statsmodels_on_a_small_study():

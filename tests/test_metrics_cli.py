@@ -147,3 +147,33 @@ def test_too_few_images_for_a_metric_say_where(folders, tmp_path):
         "dataset real, model few, encoder pixel, metric prdc: fake has 4 samples" in result.output
     )
     assert not (tmp_path / "m.csv").exists()
+
+
+def test_metrics_csv_keeps_every_value_to_the_last_bit(folders, tmp_path, monkeypatch):
+    # Record what the metrics returned, then read metrics.csv back: equal, bit for bit.
+    import analysis.metrics
+
+    computed = []
+    evaluate = analysis.metrics.evaluate
+
+    def recording(*args, **kwargs):
+        rows = evaluate(*args, **kwargs)
+        computed.extend(rows)
+        return rows
+
+    monkeypatch.setattr(analysis.metrics, "evaluate", recording)
+    real, near, far = folders
+    out = tmp_path / "metrics.csv"
+    result = invoke(
+        "--encoder", "pixel", "--real", real, "--model", f"near={near}", "--model", f"far={far}",
+        "--metric", "fd", "--metric", "kd", "--metric", "sw_approx", "--metric", "vendi",
+        "--out", out, "--workers", "0", "--no-cache",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    table = pd.read_csv(out)
+    assert len(table) == len(computed) == 2 * 4
+    for (metric, value, std), row in zip(computed, table.itertuples(index=False), strict=True):
+        assert row.metric == metric
+        assert row.value == value  # exact: no rounding on the way to the file
+        assert (math.isnan(std) and math.isnan(row.std)) or row.std == std
+    assert any(len(repr(v)) > 12 for _, v, _ in computed)  # values that %.6g would cut

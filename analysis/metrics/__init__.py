@@ -19,35 +19,34 @@ from typing import Literal
 
 import numpy as np
 
-from analysis.metrics.energy import energy
-from analysis.metrics.fd import fd, fd_infinity
-from analysis.metrics.inception_score import inception_score
-from analysis.metrics.kd import kd
-from analysis.metrics.memorization import authpct, ct, ct_modified
-from analysis.metrics.prdc import prdc, realism, realism_scores
-from analysis.metrics.sw import sw, sw_approx
+# The metric modules, by their own names: `analysis.metrics.fd` is the module fd.py
+# (`import analysis.metrics.kd as m` gives the module); each function is imported
+# from its module, e.g. `from analysis.metrics.fd import fd`.
+from analysis.metrics import (
+    energy,
+    fd,
+    inception_score,
+    kd,
+    memorization,
+    prdc,
+    sw,
+    vendi,
+)
 from analysis.metrics.validation import as_feature_pair, as_features
-from analysis.metrics.vendi import vendi
 
 __all__ = [
     "METRICS",
     "Metric",
     "as_feature_pair",
     "as_features",
-    "authpct",
-    "ct",
-    "ct_modified",
     "energy",
     "evaluate",
     "fd",
-    "fd_infinity",
     "inception_score",
     "kd",
+    "memorization",
     "prdc",
-    "realism",
-    "realism_scores",
     "sw",
-    "sw_approx",
     "vendi",
 ]
 
@@ -67,14 +66,14 @@ class Metric:
 
 METRICS: dict[str, Metric] = {
     "fd": Metric(
-        fd,
+        fd.fd,
         "lower",
         "overall",
         "Fréchet distance between Gaussians fitted to the real and the fake features",
         "Heusel et al. 2017",
     ),
     "fd_infinity": Metric(
-        fd_infinity,
+        fd.fd_infinity,
         "lower",
         "overall",
         "FD extrapolated to infinitely many fake samples by a line in 1/N over 15 subset sizes",
@@ -82,28 +81,28 @@ METRICS: dict[str, Metric] = {
         default=False,
     ),
     "kd": Metric(
-        kd,
+        kd.kd,
         "lower",
         "overall",
         "unbiased MMD^2 with a cubic polynomial kernel, mean and std over random subsets (KID)",
         "Bińkowski et al. 2018",
     ),
     "prdc": Metric(
-        prdc,
+        prdc.prdc,
         "higher",
         "fidelity+diversity",
         "precision, recall, density, coverage from k=5 nearest-neighbour balls",
         "Naeem et al. 2020",
     ),
     "realism": Metric(
-        realism,
+        prdc.realism,
         "higher",
         "fidelity",
         "median over fake samples of the largest real k-NN radius / distance (pruned balls)",
         "Kynkäänniemi et al. 2019",
     ),
     "inception_score": Metric(
-        inception_score,
+        inception_score.inception_score,
         "higher",
         "fidelity+diversity",
         "exp of the mean KL divergence between p(y|x) and p(y) over splits of the fake set",
@@ -112,7 +111,7 @@ METRICS: dict[str, Metric] = {
         default=False,
     ),
     "vendi": Metric(
-        vendi,
+        vendi.vendi,
         "higher",
         "diversity",
         "exp of the entropy of the eigenvalues of the fake set's cosine-similarity matrix / n",
@@ -120,14 +119,14 @@ METRICS: dict[str, Metric] = {
         inputs="fake",
     ),
     "authpct": Metric(
-        authpct,
+        memorization.authpct,
         "higher",
         "memorisation",
         "percentage of fake samples farther from their nearest real sample than its real neighbour",
         "Alaa et al. 2022",
     ),
     "ct": Metric(
-        ct,
+        memorization.ct,
         "zero",
         "memorisation",
         "Z-scored Mann-Whitney test of fake vs held-out nearest-real distances per k-means cell",
@@ -135,7 +134,7 @@ METRICS: dict[str, Metric] = {
         default=False,
     ),
     "ct_modified": Metric(
-        ct_modified,
+        memorization.ct_modified,
         "higher",
         "memorisation",
         "C_T with real and fake swapped: sensitive to memorisation only",
@@ -143,21 +142,21 @@ METRICS: dict[str, Metric] = {
         default=False,
     ),
     "sw": Metric(
-        sw,
+        sw.sw,
         "lower",
         "overall",
         "sliced 2-Wasserstein distance over 1000 random directions",
         "Bonneel et al. 2015",
     ),
     "sw_approx": Metric(
-        sw_approx,
+        sw.sw_approx,
         "lower",
         "overall",
         "Gaussian approximation of sliced 2-Wasserstein from means and second moments",
         "Nadjahi et al. 2021",
     ),
     "energy": Metric(
-        energy,
+        energy.energy,
         "lower",
         "overall",
         "normalised energy distance (2E|X-Y| - E|X-X'| - E|Y-Y'|) / 2E|X-Y|",

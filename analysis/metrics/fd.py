@@ -16,9 +16,19 @@ the symmetric positive semi-definite F^T S_b F, so
 F is the centred data divided by sqrt(n - 1) when a set has no more samples than
 dimensions (exact, no decomposition at all), otherwise the Cholesky factor of the
 covariance (or, should it be singular, V diag(sqrt(lambda)) from its
-eigendecomposition, tiny negative eigenvalues clipped to 0).
-When both sets are that small, the trace is the sum of singular values of
-F_a^T F_b, and no d x d matrix is ever formed.
+eigendecomposition). When both sets are that small, the trace is the sum of
+singular values of F_a^T F_b, and no d x d matrix is ever formed.
+
+Eigenvalues at rounding level are dropped, in the covariance's
+eigendecomposition and in F^T S_b F alike: those at or below
+``k * eps * (largest eigenvalue)`` for a k x k matrix (:func:`significant`).
+A symmetric eigensolver returns an eigenvalue that is exactly 0 (an all-zero
+"dead" feature column, common with ReLU features; a feature constant in both
+sets; the centring's null direction when n <= d) as noise of about
+eps * (largest eigenvalue), and the square root turns that noise into about
+sqrt(eps) ~ 1e-8 of the trace term per eigenvalue (docs/metrics.md has measurements).
+A genuine eigenvalue that small cannot be told from that noise, so dropping it
+loses nothing the arithmetic could have kept.
 """
 
 from __future__ import annotations
@@ -73,7 +83,8 @@ class Gaussian:
 
         For a d x d factor, Cholesky is several times faster than an eigendecomposition
         and as accurate (both are backward stable); a covariance that is singular
-        after all (a constant feature, say) falls back to V sqrt(max(L, 0)).
+        after all (a constant feature, say) falls back to V sqrt(L) over the
+        eigenvalues above the threshold (d x rank).
         """
         if self.small:
             return self.centred.T / np.sqrt(self.n - 1)
@@ -81,7 +92,20 @@ class Gaussian:
             return np.linalg.cholesky(self.cov)
         except np.linalg.LinAlgError:
             eigenvalues, vectors = np.linalg.eigh(self.cov)
-            return vectors * np.sqrt(np.clip(eigenvalues, 0.0, None))
+            keep = significant(eigenvalues)
+            return vectors[:, keep] * np.sqrt(eigenvalues[keep])  # d x rank
+
+
+def significant(eigenvalues: np.ndarray) -> np.ndarray:
+    """Mask of the eigenvalues of a k x k symmetric matrix above k * eps * the largest.
+
+    Below that, a computed eigenvalue is rounding noise (see the module docstring).
+    """
+    eigenvalues = np.asarray(eigenvalues)
+    if eigenvalues.size == 0:
+        return np.zeros(0, dtype=bool)
+    largest = eigenvalues.max()
+    return eigenvalues > eigenvalues.size * np.finfo(np.float64).eps * max(largest, 0.0)
 
 
 def trace_sqrt_product(a: Gaussian, b: Gaussian) -> float:
@@ -92,8 +116,10 @@ def trace_sqrt_product(a: Gaussian, b: Gaussian) -> float:
     if b.small:
         a, b = b, a  # factor the small one: its centred data, no decomposition needed
     f = a.factor
+    if f.shape[1] == 0:
+        return 0.0  # S_a = 0: every feature constant
     eigenvalues = np.linalg.eigvalsh(f.T @ (b.cov @ f))  # reads one triangle only
-    return float(np.sqrt(np.clip(eigenvalues, 0.0, None)).sum())
+    return float(np.sqrt(eigenvalues[significant(eigenvalues)]).sum())
 
 
 def frechet_distance(a: Gaussian, b: Gaussian) -> float:
