@@ -232,11 +232,16 @@ def correlations(
         if column not in table:
             table[column] = np.nan
     table = table.merge(data.info, on="measure", how="left")
+    # Ranked among measures from pretrained encoders (and extra scores) only: a random-weight
+    # encoder is a control, never a candidate for "best", so it gets no rank.
+    eligible = table["kendall"].where(table["pretrained"].fillna(True).astype(bool))
     table["rank"] = (
-        table.groupby("dataset")["kendall"].rank(ascending=False, method="min").astype("Int64")
+        eligible.groupby(table["dataset"]).rank(ascending=False, method="min").astype("Int64")
     )
     table["convention"] = CONVENTION
-    return table.sort_values(["dataset", "rank"], ignore_index=True)
+    return table.sort_values(
+        ["dataset", "rank", "kendall"], ascending=[True, True, False], ignore_index=True
+    )
 
 
 def pooled(table: pd.DataFrame) -> pd.DataFrame:

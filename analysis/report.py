@@ -487,10 +487,11 @@ def best_lines(frame: pd.DataFrame) -> list[str]:
     best = frame[frame["versus_best"] == uncertainty.BEST]
     if best.empty:
         return ["No measure from a pretrained encoder could be computed."]
-    lines = [
-        f"Best: {row.measure}, {_interval_text(row)} ({int(row.models)} models)."
+    named = "; ".join(
+        f"{row.measure}, {_interval_text(row)} ({int(row.models)} models)"
         for row in best.itertuples(index=False)
-    ]
+    )
+    lines = [f"Best: {named}." if len(best) == 1 else f"Best ({len(best)} tied): {named}."]
     same = frame[frame["versus_best"] == uncertainty.SAME].sort_values("kendall", ascending=False)
     if len(same):
         lines.append(
@@ -506,56 +507,112 @@ def best_lines(frame: pd.DataFrame) -> list[str]:
     return lines
 
 
+def _measure_list(frame: pd.DataFrame) -> str:
+    few = ' <small class="few">few models</small>'
+    return "<br>".join(
+        f"{html.escape(r.measure)} {html.escape(_interval_text(r).split(', few')[0])}"
+        + (few if r.few_models else "")
+        for r in frame.sort_values("kendall", ascending=False).itertuples(index=False)
+    )
+
+
 def best_section(report: Report) -> str:
     """Per dataset and pooled: the best measure with its interval and its close rivals."""
-    parts = []
+    rows = []
     groups = list(report.correlations.groupby("dataset", sort=True))
     groups.append((POOLED, report.pooled))
     for dataset, frame in groups:
-        label = "Pooled over datasets" if dataset == POOLED else str(dataset)
-        text = " ".join(html.escape(line) for line in best_lines(frame))
-        parts.append(f"<p><strong>{html.escape(label)}.</strong> {text}</p>")
-    return "\n".join(parts)
+        label = "pooled over datasets" if dataset == POOLED else str(dataset)
+        best = frame[frame["versus_best"] == uncertainty.BEST]
+        same = frame[frame["versus_best"] == uncertainty.SAME]
+        random = frame[frame["versus_best"] == uncertainty.RANDOM]
+        models = ", ".join(str(int(m)) for m in best["models"].unique())
+        rows.append(
+            f"<tr><th>{html.escape(label)}</th>"
+            f"<td>{_measure_list(best) or 'no measure from a pretrained encoder'}</td>"
+            f"<td>{models}</td><td>{_measure_list(same) or 'none'}</td>"
+            f'<td class="random">{"<br>".join(html.escape(m) for m in random["measure"])}</td>'
+            "</tr>"
+        )
+    return (
+        "<p>Only measures from pretrained encoders (and extra scores) can be best; a measure "
+        "is not distinguishable from the best when their 95% intervals overlap.</p>"
+        '<div class="scroll"><table class="data best"><tr><th>dataset</th>'
+        "<th>best: Kendall τ-b [95% interval]</th><th>models</th>"
+        "<th>not distinguishable from the best</th><th>random weights: not eligible</th></tr>"
+        + "".join(rows)
+        + "</table></div>"
+    )
 
 
 def agreement_section(report: Report) -> str:
-    """Per dataset: the share of the pairs people tell apart that each measure orders alike."""
+    """Rows measure, columns dataset: the share of the pairs people tell apart that each
+    measure orders alike, with its interval."""
     if report.pairs is None:
         return (
             "<p>Not computed: no pairs.csv beside human.csv and no <code>--pairs</code> file.</p>"
         )
     table = report.correlations
-    parts = [
-        "<p>Of the pairs of models that people tell apart (pairs.csv, Holm-adjusted "
-        "p &lt; 0.05), the share that each measure orders the same way, with a 95% interval "
-        "resampling models. Also in correlations.csv (columns agreement*).</p>"
-    ]
     pairs = report.pairs
-    for dataset, frame in table.groupby("dataset", sort=True):
+    datasets = sorted(table["dataset"].unique(), key=str)
+    head = []
+    for dataset in datasets:
         mine = pairs[pairs["dataset"].astype(str) == str(dataset)]
-        told = int(mine["significant"].sum())
-        head = (
-            f"<h3>{html.escape(str(dataset))}</h3><p>People tell apart {told} of "
-            f"{len(mine)} pairs of models.</p>"
+        head.append(
+            f"<th>{html.escape(str(dataset))}<br><small>people tell apart "
+            f"{int(mine['significant'].sum())} of {len(mine)} pairs</small></th>"
         )
-        shown = frame[frame["agreement"].notna()].sort_values("agreement", ascending=False)
-        if shown.empty:
-            parts.append(head + "<p>No measure has a pair to compare.</p>")
-            continue
-        rows = pd.DataFrame(
-            {
-                "measure": shown["measure"]
-                + np.where(shown["pretrained"].fillna(True), "", " (random weights)"),
-                "agreement": shown["agreement"],
-                "95% interval": [
-                    f"[{lo:.2f}, {hi:.2f}]"
-                    for lo, hi in zip(shown["agreement_low"], shown["agreement_high"], strict=True)
-                ],
-                "pairs compared": shown["agreement_pairs"],
-            }
-        )
-        parts.append(head + _table(rows, digits=2))
-    return "\n".join(parts)
+    shown = table[table["agreement"].notna()]
+    if shown.empty:
+        return "<p>No measure has a pair of models that people tell apart to compare.</p>"
+    cells = {(r.dataset, r.measure): r for r in shown.itertuples(index=False)}
+    order = shown.groupby("measure")["agreement"].mean().sort_values(ascending=False).index
+    pretrained = table.drop_duplicates("measure").set_index("measure")["pretrained"]
+    body = []
+    for measure in order:
+        flag = "" if pretrained.get(measure, True) else " (random weights)"
+        tds = []
+        for dataset in datasets:
+            r = cells.get((dataset, measure))
+            tds.append(
+                "<td></td>"
+                if r is None
+                else f"<td>{r.agreement:.2f} <small>[{r.agreement_low:.2f}, "
+                f"{r.agreement_high:.2f}] of {int(r.agreement_pairs)}</small></td>"
+            )
+        css = "" if not flag else ' class="random"'
+        body.append(f"<tr><th{css}>{html.escape(measure + flag)}</th>{''.join(tds)}</tr>")
+    return (
+        "<p>Of the pairs of models that people tell apart (pairs.csv: Holm-adjusted "
+        "p &lt; 0.05), the share that each measure orders the same way (1 = all of them, "
+        "0 = none), with a 95% interval resampling models and the number of pairs compared. "
+        "Also in correlations.csv (columns agreement*).</p>"
+        '<div class="scroll"><table class="data agreement"><tr><th>measure</th>'
+        + "".join(head)
+        + "</tr>"
+        + "".join(body)
+        + "</table></div>"
+    )
+
+
+def pooled_section(report: Report) -> str:
+    """The pooled table's key columns (pooled.csv has them all)."""
+    columns = [
+        "rank",
+        "measure",
+        "kendall",
+        "kendall_low",
+        "kendall_high",
+        "datasets",
+        "models",
+        "few_models",
+        "versus_best",
+        "spearman",
+        "pearson",
+    ]
+    frame = report.pooled[[c for c in columns if c in report.pooled.columns]].head(30)
+    frame = frame.assign(rank=frame["rank"].astype(object).where(frame["rank"].notna(), ""))
+    return f'<div class="scroll">{_table(frame)}</div>'
 
 
 def uncertainty_methods(report: Report) -> str:
@@ -633,6 +690,7 @@ figure {{ margin: 2rem 0; }} figure img {{ max-width: 100%; }}
 .random {{ color: #b91c1c; }} .few {{ color: #b45309; font-weight: 600; }}
 .panel {{ display: inline-block; vertical-align: top; margin: 0 1.5rem 1rem 0;
   max-width: 100%; overflow-x: auto; }}
+.scroll {{ max-width: 100%; overflow-x: auto; }}
 table.encoders td {{ text-align: center; min-width: 6.5rem; }} td.na {{ color: #6b7280; }}
 .convention {{ background: #eef2ff; padding: 0.6rem 1rem; }}
 </style></head><body>
@@ -645,7 +703,7 @@ table.encoders td {{ text-align: center; min-width: 6.5rem; }} td.na {{ color: #
 {_table(too_small) if len(too_small) else ""}
 <h2>Pooled across datasets</h2>
 <p>Mean of each measure's per-dataset coefficients (datasets with at least {MIN_MODELS} models).</p>
-{_table(report.pooled.head(30))}
+{pooled_section(report)}
 <h2>Pairwise agreement where people disagree</h2>
 {agreement_section(report)}
 <h2>Figures</h2>

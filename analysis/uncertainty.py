@@ -152,5 +152,9 @@ def pooled(table: pd.DataFrame, samples: Samples) -> pd.DataFrame:
         if column in info.columns:
             frame[column] = frame["measure"].map(info[column])
     frame["versus_best"] = versus_best(frame) if len(frame) else pd.Series(dtype=object)
+    # As per dataset: ranked among measures eligible for "best" only.
+    eligible = frame["kendall"].where(frame["pretrained"].fillna(True).astype(bool))
+    frame["rank"] = eligible.rank(ascending=False, method="min").astype("Int64")
+    frame = frame.sort_values(["rank", "kendall"], ascending=[True, False], ignore_index=True)
     first = ["measure", "rank", *STATS, "kendall_low", "kendall_high", "datasets", "models"]
     return frame[first + [c for c in frame.columns if c not in first]]

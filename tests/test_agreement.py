@@ -148,7 +148,7 @@ def test_agreement_is_one_where_the_metric_matches_people_and_zero_where_it_reve
     assert match["kendall"] == pytest.approx(0.5) and reverse["kendall"] == pytest.approx(-0.5)
     page = (tmp_path / "out" / "index.html").read_text()
     assert "Pairwise agreement where people disagree" in page
-    assert "People tell apart 27 of 36 pairs of models." in page
+    assert "people tell apart 27 of 36 pairs" in page
     assert "No pairs.csv" not in result.output
 
 

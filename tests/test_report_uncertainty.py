@@ -171,11 +171,13 @@ def test_a_random_weight_encoder_is_never_best(made):
         np.testing.assert_allclose(random["kendall"], 1.0)
         best = set(frame.loc[frame["versus_best"] == uncertainty.BEST, "measure"])
         assert f"{GOOD}/fd" in best and f"{RANDOM}/fd" not in best
-    lines = [line for line in output.splitlines() if "Best:" in line]
+        # A control, not a candidate: it has no rank either.
+        assert random["rank"].isna().all()
+    lines = [line for line in output.splitlines() if ": Best" in line]
     assert len(lines) == len(DATASETS) + 1
     for line in lines:
         assert RANDOM not in line.split("Not eligible")[0], line
-        assert f"Best: {GOOD}/fd, τ = +1.00 [" in line
+        assert f"{GOOD}/fd, τ = +1.00 [" in line.split("Not distinguishable")[0]
         assert f"Not eligible (random weights): {RANDOM}/fd." in line
 
 
@@ -256,8 +258,11 @@ def test_five_models_carry_the_few_models_mark(tmp_path, browser):
     assert "few models" in text["small (5 models)"]
     assert "few models" not in text["large (6 models)"]
     assert "few models" in text["Pooled: mean over datasets (2 at most)"]
-    best = page.inner_text("body")
-    assert f"Best: {GOOD}/fd, τ = +1.00" in best and "few models" in best
+    best = page.eval_on_selector_all("table.best tr", "rows => rows.map(r => r.innerText)")
+    small = next(row for row in best if row.startswith("small"))
+    assert f"{GOOD}/fd τ = +1.00" in small and "few models" in small
+    large = next(row for row in best if row.startswith("large"))
+    assert f"{GOOD}/fd τ = +1.00" in large and "few models" not in large
     page.close()
 
 
