@@ -64,6 +64,9 @@ def kendall_samples(
             if participants is not None
             else np.broadcast_to(human, (resamples, n))
         )
+        # A model without per-participant errors keeps its point estimate in every resample,
+        # rather than turning every resample that draws it into NaN.
+        people = np.where(np.isnan(people), human, people)
         drawn = rng.integers(0, n, size=(resamples, n))
         for measure in frame.columns.drop(HUMAN):
             values = frame[measure].to_numpy(dtype=np.float64)
