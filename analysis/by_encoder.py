@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import pandas as pd
 
+from percept.errors import PerceptError
+
 POOLED = "pooled"
 COLUMNS = [
     "dataset",
@@ -35,6 +37,11 @@ def by_encoder(correlations: pd.DataFrame, pooled: pd.DataFrame) -> pd.DataFrame
     it was computed in, counted in `datasets`); a measure computed in no dataset gets a
     pooled row with status "not computed in any dataset".
     """
+    if (correlations["dataset"].astype(str) == POOLED).any():
+        raise PerceptError(
+            f"a dataset is named {POOLED!r}, the name by_encoder.csv gives the pooled rows; "
+            "rename that dataset in human.csv and metrics.csv"
+        )
     rows = correlations.assign(
         encoder=correlations["encoder"].fillna(""),
         n_models=correlations["models"],

@@ -228,7 +228,13 @@ def figures(report: Report, out: Path) -> None:
             ax.axvline(0, color="#999", lw=0.8)
             ax.set_xlim(-1.05, 1.05)
             ax.set_xlabel("Kendall τ-b with human error (positive = agrees with people)")
-            ax.set_title(f"{dataset}: agreement of each metric with people")
+            few = (
+                f"\nfew models ({int(corr['models'].min())} < {uncertainty.FEW_MODELS}): "
+                "intervals unreliable"
+                if corr["few_models"].any()
+                else ""
+            )
+            ax.set_title(f"{dataset}: agreement of each metric with people{few}")
             ax.legend(loc="lower right", fontsize=7)
             report.figures.append(
                 (
@@ -660,6 +666,7 @@ def write(report: Report, out: Path) -> None:
             "measure",
             "pretrained",
             "models",
+            "few_models",
             "kendall",
             "kendall_models_low",
             "kendall_models_high",

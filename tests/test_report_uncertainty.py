@@ -306,3 +306,22 @@ def test_headline_on_the_page_shows_the_tracking_encoder_first(made, browser):
     widths = page.eval_on_selector_all("div.panel", "els => els.map(e => e.scrollWidth)")
     assert max(widths) <= 1280
     page.close()
+
+
+def test_a_dataset_named_pooled_is_refused(tmp_path):
+    inputs = planted(tmp_path, datasets=("pooled",), n_models=4)
+    result = CliRunner().invoke(
+        cli,
+        [
+            "report",
+            "--human",
+            str(inputs / "human.csv"),
+            "--metrics",
+            str(inputs / "metrics.csv"),
+            "--out",
+            str(tmp_path / "out"),
+            "--resamples",
+            "100",
+        ],
+    )
+    assert result.exit_code == 2 and "a dataset is named 'pooled'" in result.output
