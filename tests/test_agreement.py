@@ -8,6 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy.stats import kendalltau
 
 from analysis.agreement import agreement_table, check_pairs, share_samples
 from analysis.correlate import measures
@@ -190,3 +193,34 @@ def test_pairs_of_models_without_the_measure_do_not_count():
     table = agreement_table(measures(human, metrics), pairs, resamples=200).set_index("measure")
     assert table.loc["enc/fd", "agreement_pairs"] == 3
     assert table.loc["enc/fd", "agreement"] == pytest.approx(2 / 3)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.integers(min_value=3, max_value=40).flatmap(
+        lambda n: st.tuples(st.permutations(range(n)), st.permutations(range(n)))
+    )
+)
+def test_with_every_pair_told_apart_agreement_is_the_concordant_share(orders):
+    # No ties and every pair significant: agreement = concordant / all = (1 + tau) / 2.
+    errors, values = (np.asarray(o, dtype=np.float64) for o in orders)
+    n = errors.size
+    models = [f"m{i}" for i in range(n)]
+    human = pd.DataFrame({"dataset": "d", "model": models, "error": errors})
+    i, j = np.triu_indices(n, k=1)
+    pairs = pd.DataFrame(
+        {
+            "dataset": "d",
+            "model_a": np.asarray(models)[i],
+            "model_b": np.asarray(models)[j],
+            "difference": errors[i] - errors[j],
+            "significant": True,
+        }
+    )
+    metrics = pd.DataFrame(
+        {"dataset": "d", "model": models, "encoder": "e", "metric": "prdc.density", "value": values}
+    )
+    row = agreement_table(measures(human, metrics), check_pairs(pairs, human, "p"), resamples=100)
+    tau = kendalltau(errors, values).statistic
+    assert row["agreement"].iloc[0] == pytest.approx((1 + tau) / 2, abs=1e-12)
+    assert row["agreement_pairs"].iloc[0] == n * (n - 1) // 2

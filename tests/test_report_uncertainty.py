@@ -325,3 +325,37 @@ def test_a_dataset_named_pooled_is_refused(tmp_path):
         ],
     )
     assert result.exit_code == 2 and "a dataset is named 'pooled'" in result.output
+
+
+def test_headline_interval_covers_the_planted_tau():
+    # metric = error + normal noise over uniform errors: population tau = (2/pi) arcsin(rho).
+    sd_error, sd_noise = np.sqrt((0.5 - 0.1) ** 2 / 12), 0.08
+    tau = 2 / np.pi * np.arcsin(sd_error / np.hypot(sd_error, sd_noise))
+    covered = 0
+    for seed in range(40):
+        rng = np.random.default_rng(seed)
+        errors = rng.uniform(0.1, 0.5, 12)
+        models = [f"m{i}" for i in range(12)]
+        human = pd.DataFrame({"dataset": "a", "model": models, "error": errors})
+        people = pd.DataFrame(
+            {
+                "dataset": "a",
+                "model": np.repeat(models, 20),
+                "error": np.repeat(errors, 20) + rng.normal(0, 0.02, 240),
+            }
+        )
+        metrics = pd.DataFrame(
+            {
+                "dataset": "a",
+                "model": models,
+                "encoder": "enc",
+                "metric": "prdc.precision",
+                "value": errors + rng.normal(0, sd_noise, 12),
+            }
+        )
+        samples = uncertainty.kendall_samples(
+            measures(human, metrics), people, resamples=1000, seed=seed
+        )
+        low, high = np.nanquantile(samples["a", "enc/prdc.precision"], [0.025, 0.975])
+        covered += low <= tau <= high
+    assert covered >= 32, covered  # nominal 95%; 40 tries
