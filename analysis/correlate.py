@@ -11,7 +11,10 @@ Per dataset and per measure (encoder/metric or extra score): Pearson r,
 Spearman rho and Kendall tau-b, each with two 95% percentile bootstrap
 intervals (resampling participants, which recomputes each model's human error;
 and resampling models) and a permutation p-value for tau. Datasets with fewer
-than 3 models are reported as too small, not computed.
+than 3 models are reported as too small, not computed; so is a measure (or a
+dataset's human error) that takes one value for every model: it orders no
+pair, so it has no tau, no p-value and no rank, and it counts for no dataset
+when pooled.
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ CONVENTION = (
     "when people are fooled more; a positive correlation means the metric agrees with people."
 )
 STATS = ("pearson", "spearman", "kendall")
+CONSTANT = "constant over models: not computed"
+HUMAN_CONSTANT = "human error constant over models: not computed"
 
 
 @dataclass
@@ -198,6 +203,12 @@ def correlations(
                 rows.append(row)
                 continue
             x, y, m = human[ok], values[ok], int(ok.sum())
+            constant = [name for name, v in (("human error", x), ("measure", y)) if np.ptp(v) == 0]
+            if constant:
+                # No ordering to compare: tau, its p-value and a rank would all be made up.
+                row["status"] = CONSTANT if constant == ["measure"] else HUMAN_CONSTANT
+                rows.append(row)
+                continue
             # Models missing this measure: draw resamples and permutations of the rest.
             idx = by_models if m == n else rng.integers(0, m, size=(resamples, m))
             order = perms if m == n else np.argsort(rng.random((permutations, m)), axis=1)
@@ -217,12 +228,20 @@ def correlations(
             )
             rows.append(row)
     table = pd.DataFrame(rows)
+    for column in (*STATS, "kendall_p"):  # present even when nothing could be computed
+        if column not in table:
+            table[column] = np.nan
     table = table.merge(data.info, on="measure", how="left")
+    # Ranked among measures from pretrained encoders (and extra scores) only: a random-weight
+    # encoder is a control, never a candidate for "best", so it gets no rank.
+    eligible = table["kendall"].where(table["pretrained"].fillna(True).astype(bool))
     table["rank"] = (
-        table.groupby("dataset")["kendall"].rank(ascending=False, method="min").astype("Int64")
+        eligible.groupby(table["dataset"]).rank(ascending=False, method="min").astype("Int64")
     )
     table["convention"] = CONVENTION
-    return table.sort_values(["dataset", "rank"], ignore_index=True)
+    return table.sort_values(
+        ["dataset", "rank", "kendall"], ascending=[True, True, False], ignore_index=True
+    )
 
 
 def pooled(table: pd.DataFrame) -> pd.DataFrame:
