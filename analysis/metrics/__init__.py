@@ -19,9 +19,11 @@ from typing import Literal
 
 import numpy as np
 
+from analysis.metrics.cmmd import cmmd
 from analysis.metrics.energy import energy
 from analysis.metrics.fd import fd, fd_infinity
-from analysis.metrics.inception_score import inception_score
+from analysis.metrics.fls import fls, fls_overfit
+from analysis.metrics.inception_score import inception_score, inception_score_infinity
 from analysis.metrics.kd import kd
 from analysis.metrics.memorization import authpct, ct, ct_modified
 from analysis.metrics.prdc import prdc, realism, realism_scores
@@ -35,13 +37,17 @@ __all__ = [
     "as_feature_pair",
     "as_features",
     "authpct",
+    "cmmd",
     "ct",
     "ct_modified",
     "energy",
     "evaluate",
     "fd",
     "fd_infinity",
+    "fls",
+    "fls_overfit",
     "inception_score",
+    "inception_score_infinity",
     "kd",
     "prdc",
     "realism",
@@ -163,6 +169,38 @@ METRICS: dict[str, Metric] = {
         "normalised energy distance (2E|X-Y| - E|X-X'| - E|Y-Y'|) / 2E|X-Y|",
         "Székely & Rizzo 2013",
         default=False,
+    ),
+    "inception_score_infinity": Metric(
+        inception_score_infinity,
+        "higher",
+        "fidelity+diversity",
+        "IS (one split) extrapolated to infinitely many samples by a line in 1/N over 15 sizes",
+        "Chong & Forsyth 2020",
+        inputs="logits",
+        default=False,
+    ),
+    "fls": Metric(
+        fls,
+        "higher",
+        "overall",
+        "100 exp(-2 (NLL of test under a KDE on fake - under one on real) / d), KDE fit to train",
+        "Jiralerspong et al. 2023",
+        default=False,
+    ),
+    "fls_overfit": Metric(
+        fls_overfit,
+        "zero",
+        "memorisation",
+        "% of fake KDE kernels under which train samples beat as many test samples, minus 50",
+        "Jiralerspong et al. 2023",
+        default=False,
+    ),
+    "cmmd": Metric(
+        cmmd,
+        "lower",
+        "overall",
+        "1000 x biased MMD^2, Gaussian RBF kernel sigma = 10, on CLIP ViT-L/14@336 embeddings",
+        "Jayasumana et al. 2024",
     ),
 }
 
