@@ -126,7 +126,8 @@ def _fls_sets(
     if constant:
         raise ValueError(
             f"fls: {constant} of {std.size} features are constant over the real and fake "
-            "samples used, so they cannot be standardised; drop those features first"
+            "samples used, so they cannot be standardised (dgm-eval would give NaN); use more "
+            "images, or drop those features first"
         )
     return tuple((x - mean) / std for x in (train, baseline, held_out, gen))
 
