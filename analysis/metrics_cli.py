@@ -151,7 +151,7 @@ def metrics(
     if out.suffix.lower() != ".csv":
         raise PerceptError(f"--out {out}: the output is a CSV file; name it e.g. metrics.csv")
     chosen = list(dict.fromkeys(metrics)) or default_metrics()
-    check_encoder_bound_metrics(chosen, encoders, explicit=bool(metrics))
+    chosen = check_encoder_bound_metrics(chosen, encoders, explicit=bool(metrics))
     datasets = plan(real, parse_models(models), dataset)
     if max_images:
         subsample(datasets, max_images, seed)
@@ -295,21 +295,24 @@ def fits_encoder(metric: str, encoder: str) -> bool:
 
 def check_encoder_bound_metrics(
     chosen: list[str], encoders: tuple[str, ...], explicit: bool
-) -> None:
-    """A named metric none of the encoders can give is an error; otherwise, say where it runs."""
+) -> list[str]:
+    """The metrics to compute: one bound to an encoder that is not given is left out of a
+    default run and an error when named; where it runs on some encoders only, a note says so.
+    """
+    kept = []
     for metric in chosen:
         wanted = metric_encoder(metric)
-        if wanted is None:
-            continue
-        if not any(fits_encoder(metric, name) for name in encoders):
+        if wanted is not None and not any(fits_encoder(metric, name) for name in encoders):
             if explicit:
                 raise PerceptError(
                     f"--metric {metric} is defined on {wanted} embeddings (docs/metrics.md); "
                     f"add --encoder {wanted} (or random:{wanted} for a test run)"
                 )
             continue
-        if any(not fits_encoder(metric, name) for name in encoders):
+        if wanted is not None and any(not fits_encoder(metric, name) for name in encoders):
             click.echo(f"note: {metric} is computed on {wanted} only (its definition)", err=True)
+        kept.append(metric)
+    return kept
 
 
 def parse_models(models: tuple[str, ...]) -> dict[str, Path]:
