@@ -399,3 +399,15 @@ def test_features_of_images_of_different_shapes_for_aspect_keeping_encoders(netw
         with torch.inference_mode():
             alone = module(x).numpy()[0]
         np.testing.assert_allclose(features[i], alone, rtol=1e-5, atol=1e-6)
+
+
+def test_cache_keys_keep_every_new_encoder_apart():
+    from analysis.features import cache_key
+
+    keys = [cache_key(resolve(RANDOM_PREFIX + name)) for name in [*NEW, "inception-clean"]]
+    keys.append(cache_key(resolve("random:inception")))
+    assert len({str(sorted(k.items())) for k in keys}) == len(keys)
+    clean, plain = keys[-2], keys[-1]
+    # The same network and weights; only the preprocessing (and the name) differ.
+    assert clean["weights"] == plain["weights"]
+    assert clean["preprocess"] != plain["preprocess"]
