@@ -9,7 +9,7 @@ what it outputs, which weight file it expects and where that file comes from.
 `random:<name>` is the same network randomly initialised with a fixed seed,
 for tests and the demo; its name keeps the prefix in every output.
 
-timm and open_clip are imported only when a network is built.
+timm, open_clip and transformers are imported only when a network is built.
 """
 
 from __future__ import annotations
