@@ -286,11 +286,37 @@ class _Images(torch.utils.data.Dataset):
             return i, None, f"cannot decode ({type(e).__name__}: {e})"
 
 
-def _collate(items: list) -> tuple[list[int], torch.Tensor | None, list[tuple[int, str]]]:
+def _collate(
+    items: list,
+) -> tuple[list[int], torch.Tensor | list[torch.Tensor] | None, list[tuple[int, str]]]:
     errors = [(i, err) for i, _, err in items if err is not None]
     if errors:
         return [], None, errors
-    return [i for i, _, _ in items], torch.stack([x for _, x, _ in items]), []
+    tensors = [x for _, x, _ in items]
+    if len({x.shape for x in tensors}) > 1:
+        # Encoders that keep the aspect ratio (swav-rn50, simclr-rn50) give inputs of
+        # different sizes: they stay a list, and the network sees one size at a time.
+        return [i for i, _, _ in items], tensors, []
+    return [i for i, _, _ in items], torch.stack(tensors), []
+
+
+def _forward(
+    encoder: Encoder, module, batch: torch.Tensor | list[torch.Tensor], device: torch.device
+) -> dict[str, torch.Tensor]:
+    """The encoder's outputs for a batch, or for a list of inputs, one pass per input size."""
+    if isinstance(batch, torch.Tensor):
+        return encoder.spec.forward(module, batch.to(device, non_blocking=True))
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for position, x in enumerate(batch):
+        groups.setdefault(tuple(x.shape), []).append(position)
+    out: dict[str, torch.Tensor] = {}
+    for positions in groups.values():
+        part = encoder.spec.forward(module, torch.stack([batch[p] for p in positions]).to(device))
+        for name, value in part.items():
+            if name not in out:
+                out[name] = value.new_empty((len(batch), *value.shape[1:]))
+            out[name][positions] = value
+    return out
 
 
 def _worker_init(_: int) -> None:
@@ -358,7 +384,7 @@ def _run(
                         f"{paths[i]}: {reason}{more}; replace or remove the file and run again "
                         "(features computed so far are kept in the cache)"
                     )
-                out = encoder.spec.forward(module, batch.to(device, non_blocking=True))
+                out = _forward(encoder, module, batch, device)
                 rows = [positions[i] for i in local]
                 for name in outputs:
                     outputs[name][rows] = out[name].float().cpu().numpy()

@@ -16,7 +16,8 @@ from percept.errors import PerceptError
     "encoder_name",
     required=True,
     metavar="NAME",
-    help="inception, dinov2-vits14/-vitb14/-vitl14/-vitg14, clip-vitl14, convnext-large, "
+    help="inception, inception-clean, dinov2-vits14/-vitb14/-vitl14/-vitg14, clip-vitl14, "
+    "clip-vitl14-336, convnext-large, data2vec-vitl16, mae-vitl16, swav-rn50, simclr-rn50, "
     "pixel, or random:NAME for a randomly initialised network (see docs/encoders.md).",
 )
 @click.option(

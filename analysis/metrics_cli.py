@@ -61,8 +61,9 @@ def metric_names() -> list[str]:
     multiple=True,
     required=True,
     metavar="NAME",
-    help="Encoder (repeatable): inception, dinov2-vitl14, clip-vitl14, convnext-large, pixel, "
-    "or random:NAME for a randomly initialised network (docs/encoders.md).",
+    help="Encoder (repeatable): inception, inception-clean, dinov2-vitl14, clip-vitl14, "
+    "clip-vitl14-336 (for cmmd), convnext-large, data2vec-vitl16, mae-vitl16, swav-rn50, "
+    "simclr-rn50, pixel, or random:NAME for a randomly initialised network (docs/encoders.md).",
 )
 @click.option(
     "--weights",
@@ -150,6 +151,7 @@ def metrics(
     if out.suffix.lower() != ".csv":
         raise PerceptError(f"--out {out}: the output is a CSV file; name it e.g. metrics.csv")
     chosen = list(dict.fromkeys(metrics)) or default_metrics()
+    chosen = check_encoder_bound_metrics(chosen, encoders, explicit=bool(metrics))
     datasets = plan(real, parse_models(models), dataset)
     if max_images:
         subsample(datasets, max_images, seed)
@@ -248,6 +250,8 @@ def measure(
     """Rows of one metric for one model; a ValueError of the metric becomes a PerceptError."""
     from analysis.metrics import METRICS, evaluate
 
+    if not fits_encoder(metric, str(base["encoder"])):
+        return []  # defined on another encoder's features (CMMD: clip-vitl14-336)
     options: dict[str, object] = {}
     logits = None
     if METRICS[metric].inputs == "logits":
@@ -272,6 +276,43 @@ def measure(
         {**base, "metric": name, "value": repr(value), "std": "" if math.isnan(std) else repr(std)}
         for name, value, std in results
     ]
+
+
+def metric_encoder(metric: str) -> str | None:
+    """The one encoder a metric is defined on (CMMD: CLIP ViT-L/14@336), or None for any."""
+    if metric == "cmmd":
+        from analysis.metrics.cmmd import ENCODER
+
+        return ENCODER
+    return None
+
+
+def fits_encoder(metric: str, encoder: str) -> bool:
+    """Whether `metric` is computed on `encoder`'s features (a random: variant counts)."""
+    wanted = metric_encoder(metric)
+    return wanted is None or encoder.removeprefix("random:") == wanted
+
+
+def check_encoder_bound_metrics(
+    chosen: list[str], encoders: tuple[str, ...], explicit: bool
+) -> list[str]:
+    """The metrics to compute: one bound to an encoder that is not given is left out of a
+    default run and an error when named; where it runs on some encoders only, a note says so.
+    """
+    kept = []
+    for metric in chosen:
+        wanted = metric_encoder(metric)
+        if wanted is not None and not any(fits_encoder(metric, name) for name in encoders):
+            if explicit:
+                raise PerceptError(
+                    f"--metric {metric} is defined on {wanted} embeddings (docs/metrics.md); "
+                    f"add --encoder {wanted} (or random:{wanted} for a test run)"
+                )
+            continue
+        if wanted is not None and any(not fits_encoder(metric, name) for name in encoders):
+            click.echo(f"note: {metric} is computed on {wanted} only (its definition)", err=True)
+        kept.append(metric)
+    return kept
 
 
 def parse_models(models: tuple[str, ...]) -> dict[str, Path]:

@@ -9,7 +9,7 @@ what it outputs, which weight file it expects and where that file comes from.
 `random:<name>` is the same network randomly initialised with a fixed seed,
 for tests and the demo; its name keeps the prefix in every output.
 
-timm and open_clip are imported only when a network is built.
+timm, open_clip and transformers are imported only when a network is built.
 """
 
 from __future__ import annotations
@@ -75,9 +75,30 @@ class EncoderSpec:
 
 
 def _registry() -> dict[str, EncoderSpec]:
-    from analysis.encoders import clip, convnext, dinov2, inception, pixel
+    from analysis.encoders import (
+        clip,
+        clip336,
+        convnext,
+        data2vec,
+        dinov2,
+        inception,
+        mae,
+        pixel,
+        resnet50,
+    )
 
-    specs = [inception.SPEC, *dinov2.SPECS, clip.SPEC, convnext.SPEC, pixel.SPEC]
+    specs = [
+        inception.SPEC,
+        inception.SPEC_CLEAN,
+        *dinov2.SPECS,
+        clip.SPEC,
+        clip336.SPEC,
+        convnext.SPEC,
+        data2vec.SPEC,
+        mae.SPEC,
+        *resnet50.SPECS,
+        pixel.SPEC,
+    ]
     return {spec.name: spec for spec in specs}
 
 
@@ -163,7 +184,7 @@ def random_weights_id() -> str:
     import importlib.metadata as md
 
     versions = []
-    for package in ("torch", "timm", "open_clip_torch"):
+    for package in ("torch", "timm", "open_clip_torch", "transformers"):
         try:
             versions.append(f"{package}={md.version(package)}")
         except md.PackageNotFoundError:
@@ -198,6 +219,11 @@ def resolve(
     except PerceptError:
         if given is not None or not allow_download:
             raise
+        if not spec.weight_url:
+            raise PerceptError(
+                f"encoder {name}: its weight file {spec.weight_files[0]} cannot be downloaded; "
+                f"make it as follows and put it in {_weights.weights_dir()}: {spec.weight_source}"
+            ) from None
         path = download(spec)
     return Encoder(name, spec, path, "sha256:" + _weights.file_sha256(path, memo_dir))
 

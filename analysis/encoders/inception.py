@@ -12,9 +12,18 @@ resized to 299x299 with TensorFlow 1.x bilinear interpolation (no half-pixel
 offset, no antialiasing) and mapped to [-1, 1] by (x - 128) / 128.
 pytorch-fid and dgm-eval resize with PyTorch's half-pixel bilinear instead,
 which gives slightly different features for images that are not 299 px.
+
+`inception-clean` is the same network and weights with clean-fid's "clean"
+preprocessing (Parmar et al. 2022; Betzalel et al. 2022's "Clean FID" row): each
+channel resized to 299x299 by Pillow's antialiased bicubic filter in floating
+point (no rounding to 8 bits, clipped to 0..255), then (x - 128) / 128, as
+clean-fid's `build_resizer("clean")` and its torchscript Inception's own
+normalisation.
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import numpy as np
 import torch
@@ -23,6 +32,7 @@ from PIL import Image
 from torch import nn
 
 from analysis.encoders import EncoderSpec
+from analysis.encoders.transforms import clean_resize, hwc_to_tensor
 
 SIZE = 299
 PYTORCH_FID_URL = (
@@ -64,6 +74,11 @@ def preprocess(img: Image.Image) -> torch.Tensor:
     x = x.permute(2, 0, 1).unsqueeze(0).to(torch.float32)
     x = tf1_bilinear_resize(x, SIZE)
     return ((x - 128) / 128)[0]
+
+
+def preprocess_clean(img: Image.Image) -> torch.Tensor:
+    """8-bit RGB image -> (3, 299, 299) float32 in [-1, 1] with clean-fid's "clean" resize."""
+    return (hwc_to_tensor(clean_resize(img, SIZE)) - 128) / 128
 
 
 class BasicConv2d(nn.Module):
@@ -258,4 +273,16 @@ SPEC = EncoderSpec(
     ),
     weight_source=PYTORCH_FID_URL,
     weight_url=PYTORCH_FID_URL,
+)
+
+SPEC_CLEAN = dataclasses.replace(
+    SPEC,
+    name="inception-clean",
+    preprocess=preprocess_clean,
+    preprocess_version="clean-bicubic-299;(x-128)/128;v1",
+    preprocessing=(
+        "each channel resized to 299x299 bicubic in floating point (clean-fid's clean mode), "
+        "clipped to 0..255, then (x - 128) / 128"
+    ),
+    ref=SPEC.ref + "; Parmar et al. 2022 (clean-fid)",
 )

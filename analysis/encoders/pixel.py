@@ -17,18 +17,9 @@ from PIL import Image
 from torch import nn
 
 from analysis.encoders import EncoderSpec
+from analysis.encoders.transforms import clean_resize
 
 SIZE = 32
-
-
-def clean_resize(img: Image.Image, size: int) -> np.ndarray:
-    """(size, size, 3) float32 in 0..255: each channel resized bicubic in float ('F' mode)."""
-    rgb = np.asarray(img.convert("RGB"), dtype=np.float32)
-    channels = [
-        np.asarray(Image.fromarray(rgb[:, :, c]).resize((size, size), Image.Resampling.BICUBIC))
-        for c in range(3)
-    ]
-    return np.stack(channels, axis=2).clip(0, 255)
 
 
 def preprocess(img: Image.Image) -> torch.Tensor:

@@ -38,12 +38,13 @@ def resize_exact(img: Image.Image, size: int) -> Image.Image:
     return img.convert("RGB").resize((size, size), Image.Resampling.BICUBIC)
 
 
-def resize_short_side_center_crop(img: Image.Image, short: int, crop: int) -> Image.Image:
-    """Bicubic resize of the shorter side to `short`, then a centred `crop` square.
+def resize_short_side(
+    img: Image.Image, short: int, resample: Image.Resampling = Image.Resampling.BICUBIC
+) -> Image.Image:
+    """Resize the shorter side to `short`, keeping the aspect ratio: torchvision's `Resize(short)`.
 
-    `Resize(short)` then `CenterCrop(crop)` of torchvision, with its rounding:
-    the longer side becomes int(short * long / short_side), and the crop starts
-    at round((side - crop) / 2).
+    torchvision's rounding: the longer side becomes int(short * long / short_side);
+    an image already of that size is returned unchanged.
     """
     img = img.convert("RGB")
     w, h = img.size
@@ -52,7 +53,38 @@ def resize_short_side_center_crop(img: Image.Image, short: int, crop: int) -> Im
     else:
         new_w, new_h = int(short * w / h), short
     if (new_w, new_h) != (w, h):
-        img = img.resize((new_w, new_h), Image.Resampling.BICUBIC)
+        img = img.resize((new_w, new_h), resample)
+    return img
+
+
+def resize_short_side_center_crop(img: Image.Image, short: int, crop: int) -> Image.Image:
+    """Bicubic resize of the shorter side to `short`, then a centred `crop` square.
+
+    `Resize(short)` then `CenterCrop(crop)` of torchvision, with its rounding:
+    the longer side becomes int(short * long / short_side), and the crop starts
+    at round((side - crop) / 2).
+    """
+    img = resize_short_side(img, short)
+    new_w, new_h = img.size
     top = round((new_h - crop) / 2.0)
     left = round((new_w - crop) / 2.0)
     return img.crop((left, top, left + crop, top + crop))
+
+
+def clean_resize(img: Image.Image, size: int) -> np.ndarray:
+    """(size, size, 3) float32 in 0..255: each channel resized bicubic in float ('F' mode).
+
+    clean-fid's "clean" resize (and dgm-eval's `resizer.pil_resize`): Pillow's
+    antialiased bicubic filter on floats, no rounding to 8 bits, clipped to 0..255.
+    """
+    rgb = np.asarray(img.convert("RGB"), dtype=np.float32)
+    channels = [
+        np.asarray(Image.fromarray(rgb[:, :, c]).resize((size, size), Image.Resampling.BICUBIC))
+        for c in range(3)
+    ]
+    return np.stack(channels, axis=2).clip(0, 255)
+
+
+def hwc_to_tensor(x: np.ndarray) -> torch.Tensor:
+    """(H, W, 3) float array -> (3, H, W) float32 tensor, values unchanged."""
+    return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).permute(2, 0, 1).contiguous()

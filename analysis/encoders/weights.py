@@ -112,8 +112,9 @@ def read_state_dict(encoder: str, path: Path) -> StateDict:
             f"({type(e).__name__}: {_first_line(e)}); it may be truncated or not a "
             "PyTorch/safetensors weight file: download it again"
         ) from None
-    # Training checkpoints wrap the weights: {"model": ...} or {"state_dict": ...}.
-    for key in ("state_dict", "model"):
+    # Training checkpoints wrap the weights: {"model": ...} or {"state_dict": ...};
+    # SimCLRv2-Pytorch's converted files hold {"resnet": ..., "head": ...}.
+    for key in ("state_dict", "model", "resnet"):
         if isinstance(data, Mapping) and isinstance(data.get(key), Mapping):
             data = data[key]
     if not isinstance(data, Mapping) or not all(

@@ -23,8 +23,10 @@ import numpy as np
 # (`import analysis.metrics.kd as m` gives the module); each function is imported
 # from its module, e.g. `from analysis.metrics.fd import fd`.
 from analysis.metrics import (
+    cmmd,
     energy,
     fd,
+    fls,
     inception_score,
     kd,
     memorization,
@@ -39,9 +41,11 @@ __all__ = [
     "Metric",
     "as_feature_pair",
     "as_features",
+    "cmmd",
     "energy",
     "evaluate",
     "fd",
+    "fls",
     "inception_score",
     "kd",
     "memorization",
@@ -162,6 +166,38 @@ METRICS: dict[str, Metric] = {
         "normalised energy distance (2E|X-Y| - E|X-X'| - E|Y-Y'|) / 2E|X-Y|",
         "Székely & Rizzo 2013",
         default=False,
+    ),
+    "inception_score_infinity": Metric(
+        inception_score.inception_score_infinity,
+        "higher",
+        "fidelity+diversity",
+        "IS (one split) extrapolated to infinitely many samples by a line in 1/N over 15 sizes",
+        "Chong & Forsyth 2020",
+        inputs="logits",
+        default=False,
+    ),
+    "fls": Metric(
+        fls.fls,
+        "higher",
+        "overall",
+        "100 exp(-2 (NLL of test under a KDE on fake - under one on real) / d), KDE fit to train",
+        "Jiralerspong et al. 2023",
+        default=False,
+    ),
+    "fls_overfit": Metric(
+        fls.fls_overfit,
+        "zero",
+        "memorisation",
+        "% of fake KDE kernels under which train samples beat as many test samples, minus 50",
+        "Jiralerspong et al. 2023",
+        default=False,
+    ),
+    "cmmd": Metric(
+        cmmd.cmmd,
+        "lower",
+        "overall",
+        "1000 x biased MMD^2, Gaussian RBF kernel sigma = 10, on CLIP ViT-L/14@336 embeddings",
+        "Jayasumana et al. 2024",
     ),
 }
 
