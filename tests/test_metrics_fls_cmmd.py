@@ -17,9 +17,11 @@ import math
 import numpy as np
 import pytest
 
-from analysis import metrics
 from analysis.metrics import METRICS, evaluate
+from analysis.metrics.cmmd import cmmd
 from analysis.metrics.fd import fd_infinity_sizes
+from analysis.metrics.fls import fls, fls_overfit
+from analysis.metrics.inception_score import inception_score, inception_score_infinity
 
 
 def rel(a: float, b: float) -> float:
@@ -140,9 +142,9 @@ def test_fls_and_fls_overfit_equal_dgm_eval(rng, n_real, n_test, n_fake, d, shif
     real, test = correlated(rng, n_real, d), correlated(rng, n_test, d)
     fake = correlated(rng, n_fake, d, shift=shift)
     sets = dgm_eval_sets(real, fake, test, 10_000, seed=3)
-    ours = metrics.fls(real, fake, test=test, seed=3)
+    ours = fls(real, fake, test=test, seed=3)
     assert rel(ours, ref_compute_fls(*sets)) <= 1e-9
-    overfit = metrics.fls_overfit(real, fake, test=test, seed=3)
+    overfit = fls_overfit(real, fake, test=test, seed=3)
     assert overfit == ref_compute_fls_overfit(*sets)
 
 
@@ -151,7 +153,7 @@ def test_fls_reduced_n_and_the_held_out_third_without_a_test_set(rng):
     test = correlated(rng, 100, 8)
     small = dgm_eval_sets(real, fake, test, 40, seed=1)
     assert [s.shape[0] for s in small] == [40] * 4
-    ours = metrics.fls(real, fake, test=test, reduced_n=40, seed=1)
+    ours = fls(real, fake, test=test, reduced_n=40, seed=1)
     assert rel(ours, ref_compute_fls(*small)) <= 1e-9
     # Without a test set: a seeded permutation of real cut into train, baseline and test
     # thirds of n = min(reduced_n, 300 // 3, 200) = 100, then n fake rows.
@@ -160,14 +162,14 @@ def test_fls_reduced_n_and_the_held_out_third_without_a_test_set(rng):
     gen = fake[draw.choice(200, 100, replace=False)]
     train, baseline, held_out = (real[order[i * 100 : (i + 1) * 100]] for i in range(3))
     expected = ref_compute_fls(train, baseline, held_out, gen)
-    assert rel(metrics.fls(real, fake, seed=5), expected) <= 1e-9
+    assert rel(fls(real, fake, seed=5), expected) <= 1e-9
 
 
 def test_fls_is_about_100_for_samples_from_the_real_distribution(rng):
     real = correlated(rng, 900, 8)
     fake = real[600:]
-    same = metrics.fls(real[:600], fake, seed=0)
-    worse = metrics.fls(real[:600], fake * 1.5 + 1.0, seed=0)
+    same = fls(real[:600], fake, seed=0)
+    worse = fls(real[:600], fake * 1.5 + 1.0, seed=0)
     assert 80 < same < 125
     assert worse < same / 2
 
@@ -177,30 +179,30 @@ def test_fls_overfit_detects_copies_of_the_training_samples(rng):
     # fake kernels drawn from near-copies of all 200 sit on training samples.
     real, test = correlated(rng, 200, 16), correlated(rng, 100, 16)
     copies = real + 1e-3 * rng.standard_normal(real.shape)
-    assert metrics.fls_overfit(real, copies, test=test, seed=2) > 12
+    assert fls_overfit(real, copies, test=test, seed=2) > 12
     fresh = correlated(rng, 200, 16)
-    assert abs(metrics.fls_overfit(real, fresh, test=test, seed=2)) < 15
+    assert abs(fls_overfit(real, fresh, test=test, seed=2)) < 15
 
 
 def test_fls_with_duplicates_and_fewer_samples_than_dimensions(rng):
     real = np.repeat(correlated(rng, 30, 64), 3, axis=0)  # every sample three times, N < d
     fake = np.repeat(correlated(rng, 20, 64, shift=0.1), 2, axis=0)
-    value = metrics.fls(real, fake, seed=1)
-    overfit = metrics.fls_overfit(real, fake, seed=1)
+    value = fls(real, fake, seed=1)
+    overfit = fls_overfit(real, fake, seed=1)
     assert math.isfinite(value) and value >= 0 and -50 <= overfit <= 50
 
 
 def test_fls_needs_enough_samples_and_non_constant_features(rng):
     with pytest.raises(ValueError, match=r"fls needs at least 2 samples .* real has 5 and fake 40"):
-        metrics.fls(rng.normal(size=(5, 4)), rng.normal(size=(40, 4)))
+        fls(rng.normal(size=(5, 4)), rng.normal(size=(40, 4)))
     with pytest.raises(ValueError, match=r"real has 100 and fake 1$"):
-        metrics.fls(rng.normal(size=(100, 4)), rng.normal(size=(1, 4)))
+        fls(rng.normal(size=(100, 4)), rng.normal(size=(1, 4)))
     with pytest.raises(ValueError, match="test has 3"):
-        metrics.fls(rng.normal(size=(100, 4)), rng.normal(size=(40, 4)), test=np.ones((9, 3)))
+        fls(rng.normal(size=(100, 4)), rng.normal(size=(40, 4)), test=np.ones((9, 3)))
     flat = rng.normal(size=(60, 4))
     flat[:, 2] = 7.0
     with pytest.raises(ValueError, match="1 of 4 features are constant"):
-        metrics.fls(flat, flat[:30] + 0.0)
+        fls(flat, flat[:30] + 0.0)
 
 
 # --- IS-infinity: transcription of Chong & Forsyth's calculate_IS_infinity ----------------------
@@ -239,7 +241,7 @@ def test_inception_score_infinity_equals_chong_and_forsyth(rng, n, classes):
     draw = np.random.default_rng(9)
     subsets = [draw.choice(n, size=int(s), replace=False) for s in sizes]
     expected = ref_is_infinity(softmax(logits, axis=1), subsets, sizes)
-    assert rel(metrics.inception_score_infinity(logits, seed=9), expected) <= 1e-9
+    assert rel(inception_score_infinity(logits, seed=9), expected) <= 1e-9
 
 
 def test_inception_score_infinity_closed_forms_and_bias(rng):
@@ -247,24 +249,24 @@ def test_inception_score_infinity_closed_forms_and_bias(rng):
     confident = np.full((300, 10), -40.0)
     confident[np.arange(300), np.arange(300) % 10] = 40.0
     rows = np.random.default_rng(0).permutation(300)  # any subset is then nearly balanced
-    assert metrics.inception_score_infinity(confident[rows]) == pytest.approx(10, rel=0.02)
+    assert inception_score_infinity(confident[rows]) == pytest.approx(10, rel=0.02)
     # IS_N grows with N towards IS_inf: the extrapolation lies above IS at full N.
     logits = rng.normal(scale=3, size=(2000, 100))
-    full = metrics.inception_score(logits, splits=1)["value"]
-    assert metrics.inception_score_infinity(logits) > full
+    full = inception_score(logits, splits=1)["value"]
+    assert inception_score_infinity(logits) > full
 
 
 def test_inception_score_infinity_edge_cases(rng):
     with pytest.raises(ValueError, match="logits has 2 samples but inception_score_infinity"):
-        metrics.inception_score_infinity(rng.normal(size=(2, 10)))
+        inception_score_infinity(rng.normal(size=(2, 10)))
     with pytest.raises(ValueError, match="at least 2 classes"):
-        metrics.inception_score_infinity(rng.normal(size=(10, 1)))
+        inception_score_infinity(rng.normal(size=(10, 1)))
     # Duplicated samples and more classes than samples still give a finite value.
     dup = np.repeat(rng.normal(size=(5, 1008)), 4, axis=0)
-    assert math.isfinite(metrics.inception_score_infinity(dup))
+    assert math.isfinite(inception_score_infinity(dup))
     # Extreme logits: the reference's log(softmax) would give NaN; ours stays finite.
     extreme = rng.normal(scale=400, size=(50, 20))
-    assert math.isfinite(metrics.inception_score_infinity(extreme))
+    assert math.isfinite(inception_score_infinity(extreme))
 
 
 # --- CMMD: transcription of google-research cmmd/distance.py (NumPy for JAX) ------------------
@@ -303,35 +305,35 @@ def unit(x: np.ndarray) -> np.ndarray:
 def test_cmmd_equals_the_reference_code(rng, n_real, n_fake, d):
     real = unit(correlated(rng, n_real, d))
     fake = unit(correlated(rng, n_fake, d, shift=0.05))
-    assert rel(metrics.cmmd(real, fake), ref_mmd(real, fake)) <= 1e-9
+    assert rel(cmmd(real, fake), ref_mmd(real, fake)) <= 1e-9
     # Not unit length (other encoders' features): the same formula.
     raw_real, raw_fake = correlated(rng, n_real, d) * 3, correlated(rng, n_fake, d, shift=0.5) * 3
-    assert rel(metrics.cmmd(raw_real, raw_fake), ref_mmd(raw_real, raw_fake)) <= 1e-9
+    assert rel(cmmd(raw_real, raw_fake), ref_mmd(raw_real, raw_fake)) <= 1e-9
 
 
 def test_cmmd_is_biased_zero_for_identical_sets_and_in_blocks(rng, monkeypatch):
     x = unit(correlated(rng, 300, 64))
-    assert metrics.cmmd(x, x.copy()) == pytest.approx(0.0, abs=1e-9)
+    assert cmmd(x, x.copy()) == pytest.approx(0.0, abs=1e-9)
     # The biased estimate: two samples of one distribution give a positive value.
     y = unit(correlated(np.random.default_rng(1), 300, 64))
-    assert metrics.cmmd(x, unit(x + 0.01 * y)) > 0
+    assert cmmd(x, unit(x + 0.01 * y)) > 0
     # Row blocks give the same value as the whole matrices.
     fake = unit(correlated(rng, 250, 64, shift=0.1))
-    whole = metrics.cmmd(x, fake)
+    whole = cmmd(x, fake)
     cmmd_module = importlib.import_module("analysis.metrics.cmmd")
     monkeypatch.setattr(cmmd_module, "block_rows", lambda n: 7)
-    assert rel(metrics.cmmd(x, fake), whole) <= 1e-10  # only the order of the sums differs
+    assert rel(cmmd(x, fake), whole) <= 1e-10  # only the order of the sums differs
 
 
 def test_cmmd_edge_cases(rng):
     # N < d and duplicated rows.
     real = np.repeat(unit(correlated(rng, 10, 768)), 3, axis=0)
     fake = unit(correlated(rng, 12, 768, shift=0.1))
-    assert rel(metrics.cmmd(real, fake), ref_mmd(real, fake)) <= 1e-9
+    assert rel(cmmd(real, fake), ref_mmd(real, fake)) <= 1e-9
     with pytest.raises(ValueError, match="fake has 1 samples but cmmd needs at least 2"):
-        metrics.cmmd(real, fake[:1])
+        cmmd(real, fake[:1])
     with pytest.raises(ValueError, match="sigma must be a positive number"):
-        metrics.cmmd(real, fake, sigma=0.0)
+        cmmd(real, fake, sigma=0.0)
 
 
 # --- Registry ------------------------------------------------------------------------------------
