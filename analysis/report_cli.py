@@ -27,7 +27,21 @@ import click
     "--scores",
     "scores_csv",
     type=click.Path(path_type=Path),
-    help="Extra per-model scores: CSV with dataset, model, score, value, direction.",
+    multiple=True,
+    help="Extra per-model scores (repeatable): CSV with dataset, model, score, value, direction.",
+)
+@click.option(
+    "--rename",
+    "rename_csv",
+    type=click.Path(path_type=Path),
+    help="Map dataset and model names before joining: CSV with columns from, to and "
+    "optionally dataset (docs/report.md).",
+)
+@click.option(
+    "--allow-missing",
+    is_flag=True,
+    help="Go on when a (dataset, model) is missing from some input: leave it out, list it "
+    "in left_out.csv, the page and the methods (default: stop and name it).",
 )
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Folder to write.")
 @click.option("--resamples", type=click.IntRange(min=100), default=2000, show_default=True)
@@ -35,26 +49,61 @@ import click
 def report(
     human_csv: Path,
     metrics_csv: Path,
-    scores_csv: Path | None,
+    scores_csv: tuple[Path, ...],
+    rename_csv: Path | None,
+    allow_missing: bool,
     out: Path,
     resamples: int,
     seed: int,
 ) -> None:
-    """Correlate human error with every metric, per dataset; write an HTML report."""
+    """Correlate human error with every metric, per dataset; write an HTML report.
+
+    First the inputs are joined on (dataset, model): a name missing from any input
+    stops the report with the closest spelling on the other side, unless --rename
+    maps it or --allow-missing leaves it out (and records it).
+    """
     from analysis import report as reporting
+    from analysis.join import read_renames
 
     human, metrics, scores, participants, summary = reporting.read_inputs(
         human_csv, metrics_csv, scores_csv
     )
+    renames = read_renames(rename_csv) if rename_csv else None
     result = reporting.build(
-        human, metrics, scores, participants, summary, resamples=resamples, seed=seed
+        human,
+        metrics,
+        scores,
+        participants,
+        summary,
+        resamples=resamples,
+        seed=seed,
+        renames=renames,
+        allow_missing=allow_missing,
+        labels=(Path(human_csv).name, Path(metrics_csv).name),
     )
+    if rename_csv:
+        result.summary["report"]["rename"] = str(rename_csv)
+    for note in result.joined.notes:
+        click.echo(f"note: {note}")
+    if result.joined.problems:
+        click.echo(
+            f"--allow-missing: {len(result.joined.left_out)} (dataset, model) pair(s) left out "
+            "(left_out.csv):"
+        )
+        for line in result.joined.problems:
+            click.echo(f"  {line}")
+    simulated = reporting.simulated_count(result.summary)
+    if simulated:
+        click.echo(
+            f"note: the human data come from {simulated} simulated participants "
+            "(percept simulate or percept demo), not people"
+        )
     reporting.write(result, out)
     click.echo(
-        f"Best metric per dataset (Kendall τ-b with human error; {len(result.pooled)} measures):"
+        f"Best metric per dataset (Kendall τ-b with human error; {len(result.pooled)} measures; "
+        "random-weight encoders left out):"
     )
-    best = result.correlations[result.correlations["rank"] == 1]
+    best = reporting.best_rows(result.correlations)
     for row in best.drop_duplicates("dataset").itertuples(index=False):
-        flag = "" if row.pretrained else "  [random weights]"
-        click.echo(f"  {row.dataset:<14} {row.measure:<36} τ = {row.kendall:+.2f}{flag}")
+        click.echo(f"  {row.dataset:<14} {row.measure:<36} τ = {row.kendall:+.2f}")
     click.echo(f"Report: {out / 'index.html'}")
