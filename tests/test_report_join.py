@@ -221,7 +221,7 @@ def test_conflicting_duplicates_are_an_error_and_exact_ones_a_note(published):
     line = len(metrics) + 2
     assert "metrics.csv: rows with the same dataset, model, encoder, metric" in result.output
     # The key after renaming, the lines as in the file.
-    assert f"cifar10/pfgmpp/dinov2-vitl14/fd: line 2 " in result.output
+    assert "cifar10/pfgmpp/dinov2-vitl14/fd: line 2 " in result.output
     assert f"line {line} " in result.output
 
 
@@ -304,7 +304,7 @@ def test_rename_file_is_checked(tmp_path):
 def test_a_collision_made_by_renaming_is_caught():
     human = pd.DataFrame({"dataset": ["d"] * 3, "model": ["a", "b", "c"], "error": [0.1, 0.2, 0.3]})
     renames = pd.DataFrame({"from": ["a"], "to": ["b"], "dataset": [""], "line": [2]})
-    with pytest.raises(PerceptError, match="human.csv: rows with the same dataset, model"):
+    with pytest.raises(PerceptError, match=r"human\.csv: rows with the same dataset, model"):
         audit([Source("human.csv", human, ("dataset", "model"), "error")], renames)
 
 
