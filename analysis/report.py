@@ -170,6 +170,30 @@ def styles(n: int) -> list[tuple[tuple[float, ...], str]]:
     return [(colours[i % 10], MARKERS[(i // 10) % len(MARKERS)]) for i in range(n)]
 
 
+def plain_ticks(values) -> list[str]:
+    """Tick labels with the fewest digits that tell every tick apart, each readable alone.
+
+    Fixed-point for magnitudes from 1e-4 to 1e9 (`-800`, `0.25`, `1.00000061`),
+    `%g` with enough digits outside that range; minus signs are true minus signs.
+    """
+    values = np.asarray(values, dtype=float)
+    if not len(values):
+        return []
+    span = float(np.ptp(values)) or abs(float(values[0])) or 1.0
+    # A tick at "zero" computed as 2.7e-17 reads as zero.
+    values = np.where(np.abs(values) < span * 1e-9, 0.0, values)
+    largest = float(np.max(np.abs(values)))
+    for digits in range(0, 18):
+        if 1e-4 <= largest < 1e9 or largest == 0:
+            labels = [f"{v:.{digits}f}" for v in values]
+        else:
+            labels = [f"{v:.{digits + 1}g}" for v in values]
+        exact = all(abs(float(t) - v) <= span * 1e-6 for t, v in zip(labels, values, strict=True))
+        if exact and len(set(labels)) == len(labels):
+            break
+    return [label.replace("-", "\u2212") for label in labels]
+
+
 def _plain_formatter():
     """Tick labels as plain numbers with just the digits that tell them apart.
 
@@ -182,17 +206,7 @@ def _plain_formatter():
             return f"{x:.6g}"
 
         def format_ticks(self, values):
-            values = np.asarray(values, dtype=float)
-            if not len(values):
-                return []
-            span = float(np.ptp(values)) or abs(float(values[0])) or 1.0
-            # A tick at "zero" computed as 2.7e-17 reads as zero.
-            values = np.where(np.abs(values) < span * 1e-9, 0.0, values)
-            for digits in range(1, 18):
-                labels = [f"{v:.{digits}g}" for v in values]
-                if len(set(labels)) == len(labels):
-                    break
-            return [label.replace("-", "\u2212") for label in labels]
+            return plain_ticks(values)
 
     return Plain()
 
@@ -257,7 +271,7 @@ def _draw(report: Report, out: Path) -> None:
         ax.errorbar(err, y, xerr=_bars(err, low, high), fmt="o", color="#1d4ed8", capsize=3)
         ax.set_yticks(y, rows.index.to_numpy()[order])
         ax.axvline(0.5, color="#999", lw=0.8, ls="--")
-        plain(ax)
+        ax.xaxis.set_major_formatter(_plain_formatter())
         ax.set_xlabel("human error (0.5 = indistinguishable from real)")
         ax.set_title(f"{dataset}: human error per model, 95% bootstrap interval{simulated}")
         report.figures.append(
@@ -309,10 +323,10 @@ def _draw(report: Report, out: Path) -> None:
                     tick.set_color(RANDOM_COLOUR)
             ax.axvline(0, color="#999", lw=0.8)
             ax.set_xlim(-1.05, 1.05)
-            plain(ax)
+            ax.xaxis.set_major_formatter(_plain_formatter())
             ax.set_xlabel("Kendall τ-b with human error (positive = agrees with people)")
             ax.set_title(f"{dataset}: agreement of each metric with people")
-            ax.legend(loc="lower right", fontsize=LABEL_PT)
+            fig.legend(loc="outside lower center", ncol=2, fontsize=LABEL_PT)
             report.figures.append(
                 (
                     f"{dataset}: agreement (forest plot)",
@@ -408,10 +422,8 @@ def _draw(report: Report, out: Path) -> None:
         for tick in [*ax.get_xticklabels(), *ax.get_yticklabels()]:
             if tick.get_text().endswith("(random weights)"):
                 tick.set_color(RANDOM_COLOUR)
-        fig.colorbar(
-            image, ax=ax, shrink=min(1.0, 6 / side), label="Kendall τ-b (mean over datasets)"
-        )
-        ax.set_title("Kendall τ-b between human error, metrics and scores")
+        fig.colorbar(image, ax=ax, shrink=min(1.0, 6 / side), label="τ-b, mean over datasets")
+        fig.suptitle("Kendall τ-b between human error, metrics and scores")
         report.figures.append(
             (
                 "Kendall matrix",
