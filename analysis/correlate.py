@@ -268,6 +268,9 @@ def correlations(
             )
             rows.append(row)
     table = pd.DataFrame(rows)
+    for name in (*STATS, "kendall_p"):
+        if name not in table:  # every dataset too small: the columns still exist, empty
+            table[name] = np.nan
     table = table.merge(data.info, on="measure", how="left")
     table["rank"] = (
         table.groupby("dataset")["kendall"].rank(ascending=False, method="min").astype("Int64")

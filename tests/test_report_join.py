@@ -320,3 +320,15 @@ def test_report_build_on_frames_keeps_full_precision(published, tmp_path):
     merged = back.merge(result.correlations, on=["dataset", "measure"], suffixes=("", "_mem"))
     for column in ("kendall", "pearson", "spearman", "pearson_models_low"):
         assert (merged[column] == merged[f"{column}_mem"]).all(), column
+
+
+def test_a_report_where_every_dataset_is_too_small_is_still_written(tmp_path):
+    from analysis.report import write
+
+    human = pd.DataFrame({"dataset": "d", "model": ["a", "b"], "error": [0.1, 0.2]})
+    metrics = pd.DataFrame(
+        {"dataset": "d", "model": ["a", "b"], "encoder": "e", "metric": "fd", "value": [1.0, 2.0]}
+    )
+    write(build(human, metrics, resamples=100), tmp_path)
+    page = (tmp_path / "index.html").read_text()
+    assert "too few models (2 &lt; 3): not computed" in page
