@@ -752,8 +752,9 @@ def write(report: Report, out: Path) -> None:
     pooled_table = report.pooled.head(30)
     if weights is not None and "measure" in pooled_table:
         pooled_table = pooled_table.assign(weights=pooled_table["measure"].map(weights))
-        first = ["measure", "weights"]
-        pooled_table = pooled_table[first + [c for c in pooled_table.columns if c not in first]]
+    # Key columns first, whatever else the pooled table holds after them.
+    first = [c for c in ("rank", "measure", "weights", "kendall") if c in pooled_table]
+    pooled_table = pooled_table[first + [c for c in pooled_table.columns if c not in first]]
     figures_html = "\n".join(
         f'<figure><div class="scroll"><img alt="{html.escape(title)}"'
         f'{" class=natural" if png.stem == "kendall-matrix" else ""} src="data:image/png;base64,'
@@ -805,7 +806,12 @@ figure img.natural {{ max-width: none; }}
 extra scores; random-weight encoders are never named best.</p>
 {_table(best, random)}
 <h2>Pooled across datasets</h2>
-<p>Mean of each measure's per-dataset coefficients (datasets with at least {MIN_MODELS} models).</p>
+<p>Mean of each measure's per-dataset coefficients (datasets with at least {MIN_MODELS} models){
+        f"; the first 30 of {len(report.pooled)} measures, all in "
+        '<a href="pooled.csv">pooled.csv</a>'
+        if len(report.pooled) > 30
+        else ""
+    }.</p>
 {_table(pooled_table, random)}
 <h2>Figures</h2>
 {figures_html}

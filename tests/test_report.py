@@ -123,6 +123,8 @@ def report_inputs(tmp_path_factory) -> Path:
         for d in ("faces", "rooms")
         for i, q in enumerate(np.linspace(-1, 0.9, 5))
     ]
+    # A dataset of two models: too few to correlate, listed under "Not computed".
+    models += [("tiny", "model-0", -0.5), ("tiny", "model-1", 0.5)]
     sim = simulate(models, participants_per_model=8, real_trials=20, fake_trials=20, seed=0)
     result = analyse(sim.trials, ExclusionRules(), resamples=500, mixed=False)
     result.write(folder / "human")
@@ -212,6 +214,8 @@ def test_report_command_and_html_in_chromium(report_inputs, browser, tmp_path):
         "table", "els => els.map(e => [e.scrollWidth, e.parentElement.clientWidth])"
     )
     assert tables and all(w <= box <= 1280 for w, box in tables), tables
+    not_computed = html[html.index("<h2>Not computed</h2>") : html.index("<h2>Methods</h2>")]
+    assert not_computed.count("too few models (2 &lt; 3)") == 7  # every measure of "tiny"
     best = html[html.index("Best metric per dataset") : html.index("Pooled across datasets")]
     assert "random:" not in best and "dinov2-vitl14" in best
     SCREENS.mkdir(parents=True, exist_ok=True)
