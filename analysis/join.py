@@ -349,6 +349,12 @@ def report_sources(
                     core=False,
                 )
             )
+    # Two files of the same name (from different folders) must not share a label.
+    seen: set[str] = set()
+    for position, source in enumerate(sources, start=1):
+        if source.label in seen:
+            source.label = f"{source.label} (input {position})"
+        seen.add(source.label)
     return sources
 
 
