@@ -75,7 +75,8 @@ class Server:
             try:
                 requests.get(f"{self.url}/api/v1/session", timeout=2)
                 return
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):
+                # A busy machine: the port is open but no worker has answered yet.
                 time.sleep(0.2)
         raise PerceptError(f"gunicorn did not answer within {timeout:.0f} s; see {self.log.name}")
 
