@@ -312,6 +312,13 @@ def audit(
             + "\n  ".join(problems)
             + f"\n{HOW_TO}"
         )
+    if not kept:
+        raise PerceptError(
+            f"no (dataset, model) pair is in both {' and '.join(core)}, so nothing is left to "
+            "correlate, even with --allow-missing:\n  "
+            + "\n  ".join(problems)
+            + "\nmap names with --rename FILE (CSV with columns from,to and optionally dataset)"
+        )
     restricted = {
         label: f[[pair in kept for pair in zip(f["dataset"], f["model"], strict=True)]]
         for label, f in frames.items()

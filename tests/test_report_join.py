@@ -332,3 +332,17 @@ def test_a_report_where_every_dataset_is_too_small_is_still_written(tmp_path):
     write(build(human, metrics, resamples=100), tmp_path)
     page = (tmp_path / "index.html").read_text()
     assert "too few models (2 &lt; 3): not computed" in page
+
+
+def test_nothing_in_common_is_an_error_even_when_missing_is_allowed(published):
+    result = run_report(published, "--allow-missing")
+    assert result.exit_code == 2
+    assert "no (dataset, model) pair is in both human.csv and metrics.csv" in result.output
+
+
+def test_a_rename_row_that_matches_nothing_is_a_note(published):
+    renames = published / "rename.csv"
+    renames.write_text(RENAMES + "NoSuchModel,x,\n")
+    result = run_report(published, "--rename", str(renames))
+    assert result.exit_code == 0, result.output
+    assert "line 16: 'NoSuchModel' is in no input; row ignored" in result.output
