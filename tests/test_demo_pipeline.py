@@ -34,5 +34,4 @@ def test_demo_recovers_the_planted_realism(tmp_path):
         page = (out / "report" / "index.html").read_text()
         assert "Simulated data." in page and "pixel: no network" in page
         assert "no pretrained weights" in result.output
-        assert "simulated participants" in result.output
     assert "percept serve --demo" in result.output
