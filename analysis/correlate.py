@@ -37,6 +37,9 @@ CONVENTION = (
 STATS = ("pearson", "spearman", "kendall")
 CONSTANT = "constant over models: not computed"
 HUMAN_CONSTANT = "human error constant over models: not computed"
+# Encoders that are no network at all (the images themselves): they have no weights to be
+# pretrained or random.
+NO_NETWORK = frozenset({"pixel"})
 
 
 @dataclass
@@ -44,17 +47,62 @@ class Measures:
     """Per dataset, a models x measures table of aligned values, and what each measure is."""
 
     wide: pd.DataFrame  # index (dataset, model); columns HUMAN then every measure
-    info: pd.DataFrame  # one row per measure: measure, kind, encoder, metric, better, pretrained
+    # One row per measure: measure, kind, encoder, metric, better, pretrained, weights.
+    info: pd.DataFrame
 
 
-def direction(metric: str) -> str:
-    """'lower', 'higher' or 'zero' for a metric name as in metrics.csv (e.g. prdc.recall)."""
+def direction(metric: str, better: str | None = None) -> str:
+    """'lower', 'higher' or 'zero' for a metric name as in metrics.csv (e.g. prdc.recall).
+
+    A metric outside percept's registry (e.g. `fls`, `cmmd`, a lab's own score) needs
+    its direction from metrics.csv's `better` column; one in the registry must agree
+    with it when both are given.
+    """
     from analysis.metrics import METRICS
 
     base = metric.split(".")[0]
     if base not in METRICS:
-        raise PerceptError(f"metrics.csv: unknown metric {metric!r}; known: {', '.join(METRICS)}")
+        if better is None:
+            raise PerceptError(
+                f"metrics.csv: unknown metric {metric!r}: give its direction in a `better` "
+                f"column (lower, higher or zero), or use a known one: {', '.join(METRICS)}"
+            )
+        return better
+    if better is not None and better != METRICS[base].better:
+        raise PerceptError(
+            f"metrics.csv: metric {metric!r} has better={better!r}, but it is "
+            f"{METRICS[base].better!r}-is-better; correct the `better` column"
+        )
     return METRICS[base].better
+
+
+def directions(metrics: pd.DataFrame) -> dict[str, str]:
+    """Each metric of metrics.csv and its direction, from the registry or the `better` column."""
+    given: dict[str, str | None] = {}
+    for metric, group in metrics.groupby("metric"):
+        stated = set()
+        if "better" in group.columns:
+            stated = {str(b).strip() for b in group["better"].dropna() if str(b).strip()}
+        bad = sorted(stated - {"lower", "higher", "zero"})
+        if bad:
+            raise PerceptError(
+                f"metrics.csv: metric {metric!r}: better must be lower, higher or zero, "
+                f"got {bad[0]!r}"
+            )
+        if len(stated) > 1:
+            raise PerceptError(
+                f"metrics.csv: metric {metric!r} has rows with better = "
+                f"{' and '.join(sorted(stated))}; give one direction"
+            )
+        given[metric] = stated.pop() if stated else None
+    return {metric: direction(metric, better) for metric, better in given.items()}
+
+
+def weights(encoder: str, pretrained: bool) -> str:
+    """What an encoder ran with: 'pretrained', 'random' (random weights) or 'no network'."""
+    if str(encoder).removeprefix("random:") in NO_NETWORK:
+        return "no network"
+    return "pretrained" if pretrained else "random"
 
 
 def align(values: pd.Series, better: str) -> pd.Series:
@@ -76,6 +124,7 @@ def measures(
         raise PerceptError(f"metrics.csv: missing column(s) {', '.join(sorted(missing))}")
     long = metrics.reset_index(drop=True)
     long = long.assign(measure=long["encoder"].astype(str) + "/" + long["metric"].astype(str))
+    better_of = directions(long)
     info_rows = []
     for (measure, encoder, metric), _ in long.groupby(["measure", "encoder", "metric"]):
         pretrained = True
@@ -89,12 +138,13 @@ def measures(
                 "kind": "metric",
                 "encoder": encoder,
                 "metric": metric,
-                "better": direction(metric),
+                "better": better_of[metric],
                 "pretrained": pretrained,
+                "weights": weights(encoder, pretrained),
             }
         )
     aligned = [
-        group.assign(value=align(group["value"], direction(metric)))
+        group.assign(value=align(group["value"], better_of[metric]))
         for metric, group in long.groupby("metric")
     ]
     parts = [pd.concat(aligned)[["dataset", "model", "measure", "value"]]]
@@ -120,6 +170,7 @@ def measures(
                     "metric": score,
                     "better": better,
                     "pretrained": True,
+                    "weights": "extra score",
                 }
             )
     table = pd.concat(parts).pivot_table(

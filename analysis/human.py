@@ -413,11 +413,25 @@ def analyse(
         # Datasets whose mixed model was not the Laplace fit, with the reason.
         "mixed_fallbacks": fallbacks,
         "versions": package_versions(),
+        "simulated": simulated_participants(trials),
     }
     scores = participant_scores(per_model)
     return HumanResult(
         table, pairs_table(table, samples), image_table(kept), excluded, scores, summary
     )
+
+
+def simulated_participants(trials: pd.DataFrame) -> dict:
+    """How many participants were scripted (`percept simulate`, the demo, analysis.simulation)."""
+    flags = trials.groupby("participant_id")["simulated"].any() if "simulated" in trials else None
+    count = int(flags.sum()) if flags is not None else 0
+    return {
+        "participants": count,
+        "of": int(trials["participant_id"].nunique()),
+        "note": "scripted participants, not people (percept simulate or percept demo)"
+        if count
+        else "",
+    }
 
 
 def package_versions() -> dict[str, str]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,9 +26,11 @@ from analysis.correlate import (
     MIN_MODELS,
     Measures,
     correlations,
+    directions,
     kendall_matrix,
     measures,
 )
+from analysis.join import LEFT_OUT_COLUMNS, Joined, audit_report, rename
 from percept.errors import PerceptError
 
 
@@ -42,12 +45,18 @@ class Report:
     figures: list[tuple[str, str, Path]] = field(default_factory=list)  # (title, caption, png)
     by_encoder: pd.DataFrame = field(default_factory=pd.DataFrame)
     pairs: pd.DataFrame | None = None  # pairs.csv of `percept human`, when given or found
+    # What the join audit renamed, dropped and left out (analysis/join.py).
+    joined: Joined | None = None
 
 
 def read_inputs(
-    human_csv: Path, metrics_csv: Path, scores_csv: Path | None
+    human_csv: Path, metrics_csv: Path, scores_csv: Path | Sequence[Path] | None
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame | None, pd.DataFrame | None, dict]:
-    """human.csv, metrics.csv, optional scores, and the files `percept human` wrote beside."""
+    """human.csv, metrics.csv, optional scores, and the files `percept human` wrote beside.
+
+    Several scores files are stacked into one frame whose `source` column names the
+    file each row came from (the join audit checks each file on its own).
+    """
 
     def read(path: Path) -> pd.DataFrame:
         if not Path(path).is_file():
@@ -62,7 +71,19 @@ def read_inputs(
         if column not in human.columns:
             raise PerceptError(f"{human_csv}: missing column {column}; made by `percept human`?")
     metrics = read(metrics_csv)
-    scores = read(scores_csv) if scores_csv else None
+    paths = [scores_csv] if isinstance(scores_csv, str | Path) else list(scores_csv or [])
+    names = [Path(p).name for p in paths]
+    scores = (
+        pd.concat(
+            [
+                read(p).assign(source=name if names.count(name) == 1 else str(p))
+                for p, name in zip(paths, names, strict=True)
+            ],
+            ignore_index=True,
+        )
+        if paths
+        else None
+    )
     folder = Path(human_csv).parent
     participants = (
         read(folder / "participant_errors.csv")
@@ -102,12 +123,31 @@ def build(
     pairs_file: str | None = None,
     resamples: int = 2000,
     seed: int = 0,
+    renames: pd.DataFrame | None = None,
+    allow_missing: bool = False,
+    labels: tuple[str, str] = ("human.csv", "metrics.csv"),
 ) -> Report:
     """All the numbers of the report (no files yet).
 
-    `pairs` is check_pairs()'d pairs.csv (read_pairs); without it the agreement columns
-    stay empty.
+    The join audit runs first (analysis/join.py): names are mapped by `renames`,
+    and a (dataset, model) pair missing from any input stops the report unless
+    `allow_missing`. `labels` name human.csv and metrics.csv in its messages. `pairs` is
+    check_pairs()'d pairs.csv (read_pairs), with the same renames applied; without it the
+    agreement columns stay empty.
     """
+    if "metric" in metrics:
+        directions(metrics)  # an unknown metric is named before any join problem
+    joined, human, metrics, scores = audit_report(
+        human,
+        metrics,
+        scores,
+        renames=renames,
+        allow_missing=allow_missing,
+        human_label=labels[0],
+        metrics_label=labels[1],
+    )
+    participants = rename(participants, renames)
+    pairs = rename_pairs(pairs, renames)
     data = measures(human, metrics, scores)
     table = correlations(data, participants, resamples=resamples, permutations=resamples, seed=seed)
     samples = uncertainty.kendall_samples(data, participants, resamples=resamples, seed=seed)
@@ -129,10 +169,27 @@ def build(
         ),
         by_encoder=by_encoder(table, pooled),
         pairs=pairs,
+        joined=joined,
     )
 
 
+def rename_pairs(pairs: pd.DataFrame | None, renames: pd.DataFrame | None) -> pd.DataFrame | None:
+    """pairs.csv with the same dataset and model renames as human.csv (both model columns)."""
+    if pairs is None or renames is None:
+        return pairs
+    a = rename(pairs.assign(model=pairs["model_a"]), renames)
+    b = rename(pairs.assign(model=pairs["model_b"]), renames)
+    return pairs.assign(dataset=a["dataset"], model_a=a["model"], model_b=b["model"])
+
+
 # --- Figures -------------------------------------------------------------------------------
+
+# Smallest text in any figure, in points; the heatmap's measure labels included (a test keeps it).
+LABEL_PT = 9
+# One colour of ten per model, then the next marker: neighbours always differ in colour,
+# and 80 models get 80 different colour-and-marker pairs.
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+RANDOM_COLOUR = "#b91c1c"
 
 
 def _bars(centre, low, high) -> np.ndarray:
@@ -141,17 +198,71 @@ def _bars(centre, low, high) -> np.ndarray:
     return np.clip(np.vstack([centre - low, high - centre]), 0, None)
 
 
-def _save(fig, out: Path, name: str, layout: bool = True) -> Path:
-    if layout:
-        fig.tight_layout()
+def styles(n: int) -> list[tuple[tuple[float, ...], str]]:
+    """(colour, marker) for n models in order; no two neighbours share a colour."""
+    import matplotlib
+
+    colours = matplotlib.colormaps["tab10"].colors
+    return [(colours[i % 10], MARKERS[(i // 10) % len(MARKERS)]) for i in range(n)]
+
+
+def plain_ticks(values) -> list[str]:
+    """Tick labels with the fewest digits that tell every tick apart, each readable alone.
+
+    Fixed-point for magnitudes from 1e-4 to 1e9 (`-800`, `0.25`, `1.00000061`),
+    `%g` with enough digits outside that range; minus signs are true minus signs.
+    """
+    values = np.asarray(values, dtype=float)
+    if not len(values):
+        return []
+    span = float(np.ptp(values)) or abs(float(values[0])) or 1.0
+    # A tick at "zero" computed as 2.7e-17 reads as zero.
+    values = np.where(np.abs(values) < span * 1e-9, 0.0, values)
+    largest = float(np.max(np.abs(values)))
+    for digits in range(0, 18):
+        if 1e-4 <= largest < 1e9 or largest == 0:
+            labels = [f"{v:.{digits}f}" for v in values]
+        else:
+            labels = [f"{v:.{digits + 1}g}" for v in values]
+        exact = all(abs(float(t) - v) <= span * 1e-6 for t, v in zip(labels, values, strict=True))
+        if exact and len(set(labels)) == len(labels):
+            break
+    return [label.replace("-", "\u2212") for label in labels]
+
+
+def _plain_formatter():
+    """Tick labels as plain numbers with just the digits that tell them apart.
+
+    No offset (`1e-8+1.0000006`) and no shared multiplier: every tick reads on its own.
+    """
+    from matplotlib.ticker import Formatter
+
+    class Plain(Formatter):
+        def __call__(self, x, pos=None):
+            return f"{x:.6g}"
+
+        def format_ticks(self, values):
+            return plain_ticks(values)
+
+    return Plain()
+
+
+def _save(fig, out: Path, name: str) -> Path:
     png = out / f"{name}.png"
-    # Layout is done once by the figure itself; bbox_inches="tight" would draw it twice more.
-    fig.savefig(png, dpi=100)
-    fig.savefig(out / f"{name}.svg")
+    # bbox_inches="tight" grows the saved area to every title and label: nothing is clipped.
+    fig.savefig(png, dpi=100, bbox_inches="tight")
+    fig.savefig(out / f"{name}.svg", bbox_inches="tight")
     import matplotlib.pyplot as plt
 
     plt.close(fig)
     return png
+
+
+def _random_measures(report: Report) -> set[str]:
+    info = report.data.info
+    if "weights" not in info:
+        return set(info.loc[~info["pretrained"].astype(bool), "measure"])
+    return set(info.loc[info["weights"] == "random", "measure"])
 
 
 def figures(report: Report, out: Path) -> None:
@@ -159,15 +270,35 @@ def figures(report: Report, out: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
-    # Text stays text in SVG: smaller files, faster to write, searchable in a paper.
-    matplotlib.rcParams["svg.fonttype"] = "none"
+    settings = {
+        # Text stays text in SVG: smaller files, faster to write, searchable in a paper.
+        "svg.fonttype": "none",
+        "axes.formatter.useoffset": False,
+        "font.size": 10,
+        "axes.labelsize": LABEL_PT + 1,
+        "xtick.labelsize": LABEL_PT,
+        "ytick.labelsize": LABEL_PT,
+        "legend.fontsize": LABEL_PT,
+    }
+    with matplotlib.rc_context(settings):
+        _draw(report, out)
+
+
+def _draw(report: Report, out: Path) -> None:
     import matplotlib.pyplot as plt
+
+    random = _random_measures(report)
+    simulated = " (simulated participants)" if simulated_count(report.summary) else ""
+
+    def plain(ax) -> None:
+        ax.xaxis.set_major_formatter(_plain_formatter())
+        ax.yaxis.set_major_formatter(_plain_formatter())
 
     wide, human = report.data.wide, report.human.set_index(["dataset", "model"])
     for dataset, frame in wide.groupby(level="dataset", sort=True):
         rows = human.loc[dataset].reindex(frame.index.get_level_values("model"))
         # Human error per model, with its participant-bootstrap interval.
-        fig, ax = plt.subplots(figsize=(7, 0.35 * len(frame) + 1.2))
+        fig, ax = plt.subplots(figsize=(7, 0.35 * len(frame) + 1.2), layout="constrained")
         order = np.argsort(rows["error"].to_numpy())
         y = np.arange(len(frame))
         err = rows["error"].to_numpy()[order]
@@ -176,12 +307,14 @@ def figures(report: Report, out: Path) -> None:
         ax.errorbar(err, y, xerr=_bars(err, low, high), fmt="o", color="#1d4ed8", capsize=3)
         ax.set_yticks(y, rows.index.to_numpy()[order])
         ax.axvline(0.5, color="#999", lw=0.8, ls="--")
+        ax.xaxis.set_major_formatter(_plain_formatter())
         ax.set_xlabel("human error (0.5 = indistinguishable from real)")
-        ax.set_title(f"{dataset}: human error per model, 95% bootstrap interval")
+        ax.set_title(f"{dataset}: human error per model, 95% bootstrap interval{simulated}")
         report.figures.append(
             (
                 f"{dataset}: human error",
-                "Participant-bootstrap 95% intervals.",
+                "Participant-bootstrap 95% intervals."
+                + (" Simulated participants." * bool(simulated)),
                 _save(fig, out, f"human-{dataset}"),
             )
         )
@@ -191,7 +324,7 @@ def figures(report: Report, out: Path) -> None:
             (report.correlations["dataset"] == dataset) & (report.correlations["status"] == "ok")
         ].sort_values("kendall")
         if len(corr):
-            fig, ax = plt.subplots(figsize=(7, 0.22 * len(corr) + 1.5))
+            fig, ax = plt.subplots(figsize=(8, 0.25 * len(corr) + 1.8), layout="constrained")
             y = np.arange(len(corr))
             tau = corr["kendall"].to_numpy()
             ax.errorbar(
@@ -215,18 +348,18 @@ def figures(report: Report, out: Path) -> None:
                     color="#b45309",
                     label="resampling participants",
                 )
+            marked = [m in random for m in corr["measure"]]
             labels = [
-                m + ("  (random weights)" if not p else "")
-                for m, p in zip(corr["measure"], corr["pretrained"].fillna(True), strict=True)
+                m + ("  (random weights)" if r else "")
+                for m, r in zip(corr["measure"], marked, strict=True)
             ]
-            ax.set_yticks(y, labels, fontsize=7)
-            for tick, pretrained in zip(
-                ax.get_yticklabels(), corr["pretrained"].fillna(True), strict=True
-            ):
-                if not pretrained:
-                    tick.set_color("#b91c1c")
+            ax.set_yticks(y, labels)
+            for tick, r in zip(ax.get_yticklabels(), marked, strict=True):
+                if r:
+                    tick.set_color(RANDOM_COLOUR)
             ax.axvline(0, color="#999", lw=0.8)
             ax.set_xlim(-1.05, 1.05)
+            ax.xaxis.set_major_formatter(_plain_formatter())
             ax.set_xlabel("Kendall τ-b with human error (positive = agrees with people)")
             few = (
                 f"\nfew models ({int(corr['models'].min())} < {uncertainty.FEW_MODELS}): "
@@ -235,34 +368,37 @@ def figures(report: Report, out: Path) -> None:
                 else ""
             )
             ax.set_title(f"{dataset}: agreement of each metric with people{few}")
-            ax.legend(loc="lower right", fontsize=7)
+            fig.legend(loc="outside lower center", ncol=2, fontsize=LABEL_PT)
             report.figures.append(
                 (
                     f"{dataset}: agreement (forest plot)",
-                    "Kendall τ-b with 95% bootstrap intervals. " + CONVENTION,
+                    "Kendall τ-b with 95% bootstrap intervals; measures from random-weight "
+                    "encoders in red. " + CONVENTION,
                     _save(fig, out, f"forest-{dataset}"),
                 )
             )
 
-        # Human error against each measure, model labels, interval bars.
+        # Human error against each measure, one colour-and-marker per model, interval bars.
         columns = [c for c in frame.columns if c != HUMAN]
         if len(frame) >= 1 and columns:
-            per_row = 6
+            per_row = 5
             n_rows = -(-len(columns) // per_row)
             fig, axes = plt.subplots(
                 n_rows,
                 per_row,
-                figsize=(2.6 * per_row, 2.3 * n_rows),
+                figsize=(2.9 * per_row, 2.6 * n_rows + 0.8),
                 squeeze=False,
                 sharey=True,
+                layout="constrained",
             )
             herr = rows["error"].to_numpy()
             hlow = rows.get("error_low", rows["error"]).to_numpy()
             hhigh = rows.get("error_high", rows["error"]).to_numpy()
-            # One colour per model, named once in a shared legend: thousands of point labels
-            # made this figure the slowest part of the report.
             models = frame.index.get_level_values("model")
-            colours = plt.get_cmap("tab20")(np.arange(len(models)) % 20)
+            look = styles(len(models))
+            by_marker: dict[str, list[int]] = {}
+            for i, (_, marker) in enumerate(look):
+                by_marker.setdefault(marker, []).append(i)
             for ax, column in zip(axes.flat, columns, strict=False):
                 x = frame[column].to_numpy()
                 ax.errorbar(
@@ -273,43 +409,67 @@ def figures(report: Report, out: Path) -> None:
                     ecolor="#999",
                     elinewidth=0.6,
                 )
-                ax.scatter(x, herr, c=colours, s=12, zorder=3)
-                ax.set_title(column, fontsize=7)
-                ax.tick_params(labelsize=6)
+                # One scatter per marker keeps thousands of points fast.
+                for marker, index in by_marker.items():
+                    ax.scatter(
+                        x[index],
+                        herr[index],
+                        c=[look[i][0] for i in index],
+                        marker=marker,
+                        s=22,
+                        zorder=3,
+                    )
+                encoder, _, metric = column.rpartition("/")
+                title = f"{encoder}\n{metric}" if encoder else column
+                if column in random:
+                    title += "\n(random weights)"
+                ax.set_title(
+                    title, fontsize=LABEL_PT, color=RANDOM_COLOUR if column in random else "black"
+                )
                 ax.xaxis.set_major_locator(plt.MaxNLocator(3))
+                plain(ax)
             for ax in list(axes.flat)[len(columns) :]:
                 ax.axis("off")
             handles = [
-                plt.Line2D([], [], marker="o", ls="", color=c, label=m)
-                for c, m in zip(colours, models, strict=True)
+                plt.Line2D([], [], marker=marker, ls="", color=colour, label=model)
+                for (colour, marker), model in zip(look, models, strict=True)
             ]
             fig.supylabel("human error")
             fig.supxlabel("metric, aligned (larger = more realistic by the metric)")
-            fig.tight_layout(rect=(0, 0, 1, 1 - 0.5 / (2.3 * n_rows)))
-            fig.legend(handles=handles, loc="upper center", ncol=min(len(models), 10), fontsize=7)
+            fig.legend(
+                handles=handles,
+                loc="outside upper center",
+                ncol=min(len(models), 6),
+                fontsize=LABEL_PT,
+            )
             report.figures.append(
                 (
                     f"{dataset}: human error against each metric",
-                    "Each point a model; bars are participant-bootstrap 95% intervals.",
-                    _save(fig, out, f"scatter-{dataset}", layout=False),
+                    "Each point a model; bars are participant-bootstrap 95% intervals; "
+                    "random-weight encoders in red.",
+                    _save(fig, out, f"scatter-{dataset}"),
                 )
             )
 
-    # Heatmap of the pooled Kendall matrix.
+    # Heatmap of the pooled Kendall matrix, sized so that every label keeps LABEL_PT.
     if len(report.kendall):
         pooled_rows = report.kendall[report.kendall["dataset"] == "all"].set_index("measure")
         names = list(pooled_rows.index)
-        size = max(4, 0.18 * len(names) + 2)
-        fig, ax = plt.subplots(figsize=(size, size))
+        side = 0.22 * len(names) + 1.5
+        fig, ax = plt.subplots(figsize=(side + 2.5, side + 0.8), layout="constrained")
         image = ax.imshow(pooled_rows[names].to_numpy(dtype=float), vmin=-1, vmax=1, cmap="RdBu_r")
-        ax.set_xticks(range(len(names)), names, rotation=90, fontsize=5)
-        ax.set_yticks(range(len(names)), names, fontsize=5)
-        fig.colorbar(image, ax=ax, shrink=0.6, label="Kendall τ-b (mean over datasets)")
-        ax.set_title("Kendall τ-b between human error, metrics and scores")
+        shown = [n + (" (random weights)" if n in random else "") for n in names]
+        ax.set_xticks(range(len(names)), shown, rotation=90, fontsize=LABEL_PT)
+        ax.set_yticks(range(len(names)), shown, fontsize=LABEL_PT)
+        for tick in [*ax.get_xticklabels(), *ax.get_yticklabels()]:
+            if tick.get_text().endswith("(random weights)"):
+                tick.set_color(RANDOM_COLOUR)
+        fig.colorbar(image, ax=ax, shrink=min(1.0, 6 / side), label="τ-b, mean over datasets")
+        fig.suptitle("Kendall τ-b between human error, metrics and scores")
         report.figures.append(
             (
                 "Kendall matrix",
-                "Mean over datasets with at least 3 models.",
+                "Mean over datasets with at least 3 models; random-weight encoders in red.",
                 _save(fig, out, "kendall-matrix"),
             )
         )
@@ -317,15 +477,156 @@ def figures(report: Report, out: Path) -> None:
 
 # --- HTML -------------------------------------------------------------------------------
 
+# Column headers as a reader says them; a column not named here shows its name, spaced.
+HEADERS = {
+    "dataset": "Dataset",
+    "model": "Model",
+    "rank": "Rank",
+    "measure": "Measure",
+    "weights": "Encoder weights",
+    "models": "Models",
+    "datasets": "Datasets",
+    "status": "Status",
+    "kendall": "Kendall τ-b",
+    "kendall_models": "τ 95% CI (models)",
+    "kendall_participants": "τ 95% CI (participants)",
+    "kendall_p": "p (permutation)",
+    "spearman": "Spearman \u03c1",
+    "spearman_models": "\u03c1 95% CI (models)",
+    "spearman_participants": "\u03c1 95% CI (participants)",
+    "pearson": "Pearson r",
+    "pearson_models": "r 95% CI (models)",
+    "pearson_participants": "r 95% CI (participants)",
+    "present_in": "Present in",
+    "missing_from": "Missing from",
+    "closest": "Closest name there",
+    "left_out_of": "Left out of",
+}
 
-def _table(frame: pd.DataFrame, digits: int = 3) -> str:
-    return frame.to_html(
-        index=False,
-        float_format=lambda v: f"{v:.{digits}f}",
-        na_rep="",
-        border=0,
-        classes="data",
-        escape=True,
+
+def header(column: str) -> str:
+    """A table column's header on the page."""
+    if column in HEADERS:
+        return HEADERS[column]
+    if column.endswith("_ci"):
+        return header(column.removesuffix("_ci")) + " 95% CI"
+    return column.replace("_", " ")
+
+
+def _number(value: float, column: str) -> str:
+    if column.endswith("_p") or column == "p":
+        return f"{value:.3g}"
+    return f"{value:.3f}".replace("-", "\u2212")
+
+
+def with_intervals(frame: pd.DataFrame) -> pd.DataFrame:
+    """Each `X_low`/`X_high` column pair as one `X` column reading `[low, high]`."""
+    frame = frame.copy()
+    for column in list(frame.columns):
+        if not column.endswith("_low") or column.removesuffix("_low") + "_high" not in frame:
+            continue
+        base = column.removesuffix("_low")
+        name = base if base not in frame.columns else base + "_ci"
+        low, high = frame[column], frame[base + "_high"]
+        text = [
+            "" if pd.isna(a) or pd.isna(b) else f"[{_number(a, base)}, {_number(b, base)}]"
+            for a, b in zip(low, high, strict=True)
+        ]
+        position = list(frame.columns).index(column)
+        frame = frame.drop(columns=[column, base + "_high"])
+        frame.insert(position, name, text)
+    return frame
+
+
+def _table(frame: pd.DataFrame, random: set[str] = frozenset()) -> str:
+    """A table with readable headers, in a box that scrolls sideways rather than the page.
+
+    Rows whose measure ran on a random-weight encoder are red and say so.
+    """
+    heads = "".join(f'<th scope="col">{html.escape(header(c))}</th>' for c in frame.columns)
+    body = []
+    for row in frame.itertuples(index=False):
+        values = dict(zip(frame.columns, row, strict=True))
+        marked = values.get("measure") in random
+        cells = []
+        for column, value in values.items():
+            if value is None or (not isinstance(value, str) and pd.isna(value)):
+                text = ""
+            elif isinstance(value, bool | np.bool_):
+                text = "yes" if value else "no"
+            elif isinstance(value, float | np.floating):
+                text = _number(float(value), column)
+            else:
+                text = str(value)
+            if column == "measure" and marked:
+                text += " (random weights)"
+            cells.append(f"<td>{html.escape(text)}</td>")
+        body.append(f"<tr{' class=random' if marked else ''}>{''.join(cells)}</tr>")
+    return (
+        f'<div class="scroll"><table class="data"><thead><tr>{heads}</tr></thead>'
+        f"<tbody>{''.join(body)}</tbody></table></div>"
+    )
+
+
+def simulated_count(summary: dict) -> int:
+    """How many participants behind the human data were scripted, not people."""
+    return int((summary.get("simulated") or {}).get("participants") or 0)
+
+
+RULE_SENTENCES = {
+    "max_attention_failures": lambda v: (
+        "Participants who failed any attention check were excluded."
+        if v == 0
+        else f"Participants who failed more than {v} attention checks were excluded."
+    ),
+    "min_median_rt_ms": lambda v: (
+        f"Participants whose median response time on main trials was under {v:g} ms were excluded."
+    ),
+    "max_invalid_fraction": lambda v: (
+        f"Participants with more than {100 * v:g}% of their main trials flagged invalid "
+        "(hidden tab, missed display frames) were excluded."
+    ),
+    "exclude_incomplete": lambda v: (
+        "Participants who did not complete the session were excluded."
+        if v
+        else "Participants who did not complete the session were kept."
+    ),
+    "exclude_repeated_ids": lambda v: (
+        "Every session after the first with the same platform id was excluded."
+        if v
+        else "Repeated sessions with the same platform id were kept."
+    ),
+    "exclude_invalid_trials": lambda v: (
+        "Trials the browser flagged invalid, or whose display missed its frame target, "
+        "were excluded."
+        if v
+        else "Trials flagged invalid by the browser were kept."
+    ),
+}
+
+
+def rule_sentences(rules: dict) -> list[str]:
+    """One plain sentence per exclusion rule (a rule switched off says so)."""
+    sentences = []
+    for key, value in rules.items():
+        if value is None:
+            sentences.append(f"No exclusion by {key.replace('_', ' ')} (rule off).")
+        elif key in RULE_SENTENCES:
+            sentences.append(RULE_SENTENCES[key](value))
+        else:
+            sentences.append(f"{key.replace('_', ' ')}: {value}.")
+    return sentences
+
+
+def left_out_sentence(left_out: pd.DataFrame) -> str:
+    """Every left-out pair, in words, for the methods section."""
+    items = [
+        f"{r.dataset}/{r.model} (only in {r.present_in}; left out of {r.left_out_of})"
+        for r in left_out.itertuples(index=False)
+    ]
+    return (
+        f"Run with --allow-missing: {len(items)} (dataset, model) pair(s) missing from some "
+        f"input were left out: {'; '.join(items)}. The list is in left_out.csv."
     )
 
 
@@ -333,6 +634,15 @@ def methods(report: Report) -> str:
     """The methods section, generated from the data."""
     s = report.summary
     parts = []
+    simulated = simulated_count(s)
+    if simulated:
+        parts.append(
+            f'<p class="simulated"><strong>Simulated participants:</strong> {simulated} of '
+            f"{(s.get('simulated') or {}).get('of', '?')} participants were scripted by "
+            "<code>percept simulate</code> (or <code>percept demo</code>), not people; the "
+            "human error rates test the pipeline and say nothing about how people see these "
+            "models.</p>"
+        )
     counts = s.get("counts")
     if counts and s.get("source") == "published summaries":
         files = ", ".join(Path(f["path"]).name for f in s.get("files", []))
@@ -346,12 +656,13 @@ def methods(report: Report) -> str:
         )
     elif counts:
         by_rule = ", ".join(f"{k}: {v}" for k, v in s.get("excluded_by_rule", {}).items())
+        rules = "".join(f"<li>{html.escape(r)}</li>" for r in rule_sentences(s.get("rules", {})))
         parts.append(
             f"<p>{counts['participants']} participants took part; "
             f"{counts['excluded_participants']} were excluded ({html.escape(by_rule) or 'none'}), "
             f"leaving {counts['included_participants']} with {counts['included_trials']} "
             f"stimulus trials ({counts['excluded_trials']} trials excluded as invalid). "
-            f"Exclusion rules: {html.escape(json.dumps(s.get('rules', {})))}.</p>"
+            f"Exclusion rules:</p><ul>{rules}</ul>"
         )
     design = s.get("design")
     if design:
@@ -368,12 +679,19 @@ def methods(report: Report) -> str:
     encoders = info[info["kind"] == "metric"].drop_duplicates("encoder")
     items = []
     for row in encoders.itertuples(index=False):
-        if row.pretrained:
+        kind = getattr(row, "weights", "pretrained" if row.pretrained else "random")
+        if kind == "no network":
+            items.append(
+                f"<li>{html.escape(row.encoder)}: no network (measures on the pixels "
+                "themselves)</li>"
+            )
+        elif kind == "pretrained":
             items.append(f"<li>{html.escape(row.encoder)}: pretrained weights</li>")
         else:
             items.append(
                 f'<li class="random">{html.escape(row.encoder)}: <strong>randomly initialised, '
-                "no pretrained weights</strong> (its numbers say nothing about real encoders)</li>"
+                "no pretrained weights</strong> (its numbers say nothing about real encoders; "
+                "never named best)</li>"
             )
     parts.append(f"<p>Encoders:</p><ul>{''.join(items)}</ul>")
     boot = s.get("bootstrap", {})
@@ -386,6 +704,17 @@ def methods(report: Report) -> str:
         f"{rep.get('seed')}). Datasets with fewer than {MIN_MODELS} models are not "
         f"correlated. {html.escape(CONVENTION)}</p>"
     )
+    joined = report.joined
+    if joined is not None:
+        renamed = s.get("report", {}).get("rename")
+        if renamed:
+            parts.append(f"<p>Names mapped with {html.escape(renamed)} (--rename).</p>")
+        if len(joined.left_out):
+            parts.append(
+                f'<p class="left-out">{html.escape(left_out_sentence(joined.left_out))}</p>'
+            )
+        for note in joined.notes:
+            parts.append(f"<p>Input note: {html.escape(note)}.</p>")
     versions = s.get("versions", {})
     if versions:
         parts.append(
@@ -601,11 +930,12 @@ def agreement_section(report: Report) -> str:
     )
 
 
-def pooled_section(report: Report) -> str:
-    """The pooled table's key columns (pooled.csv has them all)."""
+def pooled_section(report: Report, random: set[str] = frozenset()) -> str:
+    """The pooled table's key columns first (pooled.csv has them all), the first 30 rows."""
     columns = [
         "rank",
         "measure",
+        "weights",
         "kendall",
         "kendall_low",
         "kendall_high",
@@ -616,9 +946,13 @@ def pooled_section(report: Report) -> str:
         "spearman",
         "pearson",
     ]
-    frame = report.pooled[[c for c in columns if c in report.pooled.columns]].head(30)
+    frame = report.pooled.head(30)
+    info = report.data.info
+    if "weights" in info and "measure" in frame:
+        frame = frame.assign(weights=frame["measure"].map(info.set_index("measure")["weights"]))
+    frame = frame[[c for c in columns if c in frame.columns]]
     frame = frame.assign(rank=frame["rank"].astype(object).where(frame["rank"].notna(), ""))
-    return f'<div class="scroll">{_table(frame)}</div>'
+    return _table(with_intervals(frame), random)
 
 
 def uncertainty_methods(report: Report) -> str:
@@ -645,80 +979,132 @@ def uncertainty_methods(report: Report) -> str:
     )
 
 
+KENDALL_COLUMNS = (
+    "dataset",
+    "rank",
+    "measure",
+    "weights",
+    "models",
+    "few_models",
+    "kendall",
+    "kendall_models_low",
+    "kendall_models_high",
+    "kendall_participants_low",
+    "kendall_participants_high",
+    "kendall_p",
+)
+OTHER_COLUMNS = (
+    "dataset",
+    "measure",
+    "spearman",
+    "spearman_models_low",
+    "spearman_models_high",
+    "pearson",
+    "pearson_models_low",
+    "pearson_models_high",
+)
+
+
+def _pick(frame: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
+    return frame[[c for c in columns if c in frame.columns]]
+
+
 def write(report: Report, out: Path) -> None:
-    """correlations.csv, kendall_matrix.csv, pooled.csv, figures and index.html into `out`."""
+    """correlations.csv, kendall_matrix.csv, pooled.csv, left_out.csv, figures and index.html.
+
+    CSV numbers keep full float64 precision (shortest round-trip repr).
+    """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    report.correlations.to_csv(out / "correlations.csv", index=False, float_format="%.6g")
-    report.kendall.to_csv(out / "kendall_matrix.csv", index=False, float_format="%.6g")
-    report.pooled.to_csv(out / "pooled.csv", index=False, float_format="%.6g")
+    report.correlations.to_csv(out / "correlations.csv", index=False)
+    report.kendall.to_csv(out / "kendall_matrix.csv", index=False)
+    report.pooled.to_csv(out / "pooled.csv", index=False)
     report.by_encoder.to_csv(out / "by_encoder.csv", index=False)
+    left_out = (
+        report.joined.left_out
+        if report.joined is not None
+        else pd.DataFrame(columns=list(LEFT_OUT_COLUMNS))
+    )
+    left_out.to_csv(out / "left_out.csv", index=False)
     figures(report, out)
-    too_small = report.correlations[report.correlations["status"] != "ok"][
-        ["dataset", "measure", "status"]
-    ].drop_duplicates("dataset")
-    top = report.correlations[report.correlations["status"] == "ok"]
-    columns = [
-        c
-        for c in (
-            "dataset",
-            "rank",
-            "measure",
-            "pretrained",
-            "models",
-            "few_models",
-            "kendall",
-            "kendall_models_low",
-            "kendall_models_high",
-            "kendall_participants_low",
-            "kendall_participants_high",
-            "kendall_p",
-            "spearman",
-            "pearson",
-        )
-        if c in top.columns
-    ]
+    random = _random_measures(report)
+    table = report.correlations
+    not_computed = _pick(table[table["status"] != "ok"], ("dataset", "measure", "status"))
+    top = table[table["status"] == "ok"]
     figures_html = "\n".join(
-        f'<figure><img alt="{html.escape(title)}" src="data:image/png;base64,'
-        f'{base64.b64encode(png.read_bytes()).decode()}"><figcaption>'
+        f'<figure><div class="scroll"><img alt="{html.escape(title)}"'
+        f'{" class=natural" if png.stem == "kendall-matrix" else ""} src="data:image/png;base64,'
+        f'{base64.b64encode(png.read_bytes()).decode()}"></div><figcaption>'
         f"<strong>{html.escape(title)}.</strong> {html.escape(caption)} "
         f'(<a href="{png.with_suffix(".svg").name}">SVG</a>)</figcaption></figure>'
         for title, caption, png in report.figures
     )
+    simulated = simulated_count(report.summary)
+    banner = (
+        f'<p class="simulated"><strong>Simulated data.</strong> The human data come from '
+        f"{simulated} participants scripted by <code>percept simulate</code> (or "
+        "<code>percept demo</code>), not from people: these numbers test the pipeline, they "
+        "say nothing about how people see these models.</p>"
+        if simulated
+        else ""
+    )
+    left_html = ""
+    if len(left_out):
+        left_html = (
+            "<h2>Left out (--allow-missing)</h2><p>These (dataset, model) pairs are missing "
+            "from some input and are not in the correlations named; also in "
+            '<a href="left_out.csv">left_out.csv</a>.</p>' + _table(left_out)
+        )
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
 <title>percept: which metrics agree with people</title>
 <style>
 body {{ font-family: system-ui, sans-serif; max-width: 70rem; margin: 2rem auto; padding: 0 1rem;
   color: #222; line-height: 1.45; }}
+.scroll {{ max-width: 100%; overflow-x: auto; }}
 table.data {{ border-collapse: collapse; font-size: 0.85rem; margin: 1rem 0; }}
+table.data th {{ text-align: left; vertical-align: bottom; }}
 table.data th, table.data td {{ border-bottom: 1px solid #ddd; padding: 0.2rem 0.5rem; }}
+table.data td {{ white-space: nowrap; }}
 figure {{ margin: 2rem 0; }} figure img {{ max-width: 100%; }}
-.random {{ color: #b91c1c; }} .few {{ color: #b45309; font-weight: 600; }}
+.random, tr.random td {{ color: #b91c1c; }} .few {{ color: #b45309; font-weight: 600; }}
 .panel {{ display: inline-block; vertical-align: top; margin: 0 1.5rem 1rem 0;
   max-width: 100%; overflow-x: auto; }}
-.scroll {{ max-width: 100%; overflow-x: auto; }}
 table.encoders td {{ text-align: center; min-width: 6.5rem; }} td.na {{ color: #6b7280; }}
+figure img.natural {{ max-width: none; }}
 .convention {{ background: #eef2ff; padding: 0.6rem 1rem; }}
+.simulated {{ background: #fef3c7; border-left: 4px solid #b45309; padding: 0.6rem 1rem; }}
 </style></head><body>
 <h1>Which metrics agree with people?</h1>
+{banner}
 <p class="convention">{html.escape(CONVENTION)}</p>
+{left_html}
 <h2>The same metric on each encoder</h2>
 {encoder_panels(report)}
 <h2>Best metric per dataset</h2>
 {best_section(report)}
-{_table(too_small) if len(too_small) else ""}
 <h2>Pooled across datasets</h2>
-<p>Mean of each measure's per-dataset coefficients (datasets with at least {MIN_MODELS} models).</p>
-{pooled_section(report)}
+<p>Mean of each measure's per-dataset coefficients (datasets with at least {MIN_MODELS} models){
+        f"; the first 30 of {len(report.pooled)} measures, all in "
+        '<a href="pooled.csv">pooled.csv</a>'
+        if len(report.pooled) > 30
+        else ""
+    }.</p>
+{pooled_section(report, random)}
 <h2>Pairwise agreement where people disagree</h2>
 {agreement_section(report)}
 <h2>Figures</h2>
 {figures_html}
 <h2>All correlations</h2>
 <p>Also in <a href="correlations.csv">correlations.csv</a>; the Kendall matrix in
-<a href="kendall_matrix.csv">kendall_matrix.csv</a>.</p>
-{_table(top[columns])}
+<a href="kendall_matrix.csv">kendall_matrix.csv</a>. Kendall τ-b with both intervals and its
+p-value first, then Spearman and Pearson.</p>
+{_table(with_intervals(_pick(top, KENDALL_COLUMNS)), random)}
+<h3>Spearman and Pearson</h3>
+{_table(with_intervals(_pick(top, OTHER_COLUMNS)), random)}
+<h2>Not computed</h2>
+{_table(not_computed, random) if len(not_computed) else "<p>Every measure was computed.</p>"}
 <h2>Methods</h2>
 {methods(report)}
 {uncertainty_methods(report)}

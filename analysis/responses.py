@@ -28,6 +28,9 @@ PARTICIPANT_COLUMNS = (
     "main_trials",
     "answered_main",
 )
+# The user agent `percept simulate` (and so `percept demo`) signs its scripted participants
+# up with (percept.simulate.crowd.USER_AGENT starts with it): they are no people.
+SIMULATED_AGENT = "percept-simulate/"
 
 
 def read_dictionary(export_dir: Path) -> dict[str, dict[str, str]]:
@@ -138,7 +141,9 @@ def load(source: str | Path) -> pd.DataFrame:
             f"{export_dir / 'trials.csv'}: trials of participant(s) not in participants.csv, "
             f"e.g. {sorted(unknown)[0]}; export the study again"
         )
-    joined = participants[["participant_id", *PARTICIPANT_COLUMNS]].rename(
+    agent = participants.get("user_agent", pd.Series(pd.NA, index=participants.index))
+    participants["simulated"] = agent.fillna("").str.startswith(SIMULATED_AGENT).astype(bool)
+    joined = participants[["participant_id", *PARTICIPANT_COLUMNS, "simulated"]].rename(
         columns={"state": "participant_state"}
     )
     frame = trials.merge(joined, on="participant_id", how="left", validate="many_to_one")

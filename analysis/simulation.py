@@ -178,6 +178,8 @@ def _participant_rows(
             "invalid_reason": None,
             "participant_state": "completed",
             "platform_pid": f"worker-{pid}",
+            # Made by this simulator, not by people: the report says so (docs/report.md).
+            "simulated": True,
         }
     )
 

@@ -252,7 +252,12 @@ PARTICIPANT_COLUMNS = (
         "number",
         "Device pixels per CSS pixel; empty when not reported.",
     ),
-    Column("user_agent", "text", "The browser's user agent string; empty when not reported."),
+    Column(
+        "user_agent",
+        "text",
+        "The browser's user agent string; empty when not reported. `percept simulate` and "
+        "`percept demo` send `percept-simulate/...`: such participants are scripted, not people.",
+    ),
 )
 
 IMAGE_COLUMNS = (

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pandas as pd
 import pytest
 from click.testing import CliRunner
@@ -25,7 +27,11 @@ def test_demo_recovers_the_planted_realism(tmp_path):
     assert f"Kendall tau = {tau:.2f}" in result.output
     assert (out / "crowd" / "truth.csv").is_file()
     assert (out / "export" / "data_dictionary.md").is_file()
+    # The crowd was scripted, and every output says so.
+    summary = json.loads((out / "human" / "human_summary.json").read_text())
+    assert summary["simulated"]["participants"] == summary["counts"]["participants"] > 0
     if (out / "metrics.csv").is_file():
-        assert (out / "report" / "index.html").is_file()
+        page = (out / "report" / "index.html").read_text()
+        assert "Simulated data." in page and "pixel: no network" in page
         assert "no pretrained weights" in result.output
     assert "percept serve --demo" in result.output

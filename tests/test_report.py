@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,7 @@ from scipy.stats import kendalltau
 from analysis.correlate import correlations, kendall, kendall_matrix, measures
 from analysis.exclusions import ExclusionRules
 from analysis.human import analyse
+from analysis.report import build, plain_ticks, styles, write
 from analysis.simulation import simulate
 from percept.cli import cli
 
@@ -121,6 +123,8 @@ def report_inputs(tmp_path_factory) -> Path:
         for d in ("faces", "rooms")
         for i, q in enumerate(np.linspace(-1, 0.9, 5))
     ]
+    # A dataset of two models: too few to correlate, listed under "Not computed".
+    models += [("tiny", "model-0", -0.5), ("tiny", "model-1", 0.5)]
     sim = simulate(models, participants_per_model=8, real_trials=20, fake_trials=20, seed=0)
     result = analyse(sim.trials, ExclusionRules(), resamples=500, mixed=False)
     result.write(folder / "human")
@@ -131,6 +135,7 @@ def report_inputs(tmp_path_factory) -> Path:
         for encoder, pretrained, noise in (
             ("dinov2-vitl14", True, 0.02),
             ("random:inception", False, 0.5),
+            ("pixel", True, 0.3),
         ):
             for metric, sign in (("fd", -1), ("prdc.recall", 1)):
                 rows.append(
@@ -188,16 +193,94 @@ def test_report_command_and_html_in_chromium(report_inputs, browser, tmp_path):
     matrix = pd.read_csv(out / "kendall_matrix.csv")
     assert {"human_error", "reverse_kl", "dinov2-vitl14/fd"} <= set(matrix["measure"])
 
-    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
     page.goto((out / "index.html").as_uri())
     images = page.eval_on_selector_all("img", "els => els.map(e => e.complete && e.naturalWidth)")
     assert images and all(images), images
     html = page.content()
     assert "randomly initialised, no pretrained weights" in html
-    assert 'class="random"' in html
+    assert "pixel: no network" in html and "pixel: pretrained" not in html
+    assert 'class="random"' in html and "random:inception/fd (random weights)" in html
+    # Simulated participants are said so at the top and in the methods.
+    assert html.index("Simulated data.") < html.index("Best metric per dataset")
+    assert "Simulated participants:" in html[html.index("<h2>Methods</h2>") :]
+    # Exclusion rules as sentences, not JSON.
+    assert "Participants who failed any attention check were excluded." in html
+    assert '"max_attention_failures"' not in html
+    # Nothing wider than the window: not the page, not any table.
+    width = page.evaluate("document.documentElement.scrollWidth")
+    assert width <= 1280, width
+    tables = page.eval_on_selector_all(
+        "table", "els => els.map(e => [e.scrollWidth, e.parentElement.clientWidth])"
+    )
+    assert tables and all(w <= box <= 1280 for w, box in tables), tables
+    not_computed = html[html.index("<h2>Not computed</h2>") : html.index("<h2>Methods</h2>")]
+    assert not_computed.count("too few models (2 &lt; 3)") == 7  # every measure of "tiny"
+    best = html[html.index("Best metric per dataset") : html.index("Pooled across datasets")]
+    assert "random:" not in best and "dinov2-vitl14" in best
     SCREENS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=SCREENS / "report.png")
+    for name, heading in (
+        ("top", None),
+        ("pooled", "Pooled across datasets"),
+        ("figures", "Figures"),
+        ("tables", "All correlations"),
+        ("methods", "Not computed"),
+    ):
+        if heading:
+            page.locator("h2", has_text=heading).first.evaluate("e => e.scrollIntoView()")
+        page.screenshot(path=SCREENS / f"report-{name}.png")
     page.close()
+    assert_figures_readable(out)
+
+
+def assert_figures_readable(out: Path, heatmap_labels: int | None = None) -> None:
+    """Every figure: text of at least 9 pt, and nothing cut at its edges."""
+    from PIL import Image
+
+    for svg in out.glob("*.svg"):
+        sizes = [float(x) for x in re.findall(r"font-size: ([0-9.]+)px", svg.read_text())]
+        assert sizes and min(sizes) >= 9, (svg.name, min(sizes))
+    for png in out.glob("*.png"):
+        pixels = np.asarray(Image.open(png).convert("L"))
+        edges = np.concatenate([pixels[:2].ravel(), pixels[-2:].ravel()])
+        edges = np.concatenate([edges, pixels[:, :2].ravel(), pixels[:, -2:].ravel()])
+        assert edges.min() == 255, f"{png.name}: drawn up to its edge (clipped?)"
+    if heatmap_labels:
+        _, height = Image.open(out / "kendall-matrix.png").size
+        # 9-pt labels at 100 dpi need 12.5 px a row.
+        assert height >= heatmap_labels * 9 / 72 * 100, height
+
+
+def test_heatmap_grows_with_its_measures(tmp_path):
+    """A Kendall matrix of 31 measures keeps 9-pt labels: the figure grows, not the text shrinks."""
+    rng = np.random.default_rng(3)
+    human = pd.DataFrame(
+        {"dataset": "d", "model": [f"model-{i}" for i in range(22)], "error": rng.random(22)}
+    )
+    metrics = pd.DataFrame(
+        [
+            {
+                "dataset": "d",
+                "model": m,
+                "encoder": "an-encoder-with-a-long-name",
+                "metric": f"lab_score_{k:02d}",
+                "value": e + rng.normal(0, 0.1 * k),
+                "better": "higher",
+            }
+            for m, e in zip(human["model"], human["error"], strict=True)
+            for k in range(30)
+        ]
+    )
+    result = build(human, metrics, resamples=100)
+    write(result, tmp_path)
+    assert_figures_readable(tmp_path, heatmap_labels=31)
+    # The scatter legend tells 22 models apart: no colour-and-marker pair twice.
+    looks = styles(22)
+    assert len(set(looks)) == 22
+    assert all(looks[i][0] != looks[i + 1][0] for i in range(21))
+    # CSV numbers keep full precision.
+    back = pd.read_csv(tmp_path / "correlations.csv")
+    assert (back["pearson"].to_numpy() == result.correlations["pearson"].to_numpy()).all()
 
 
 def test_report_inputs_are_checked(report_inputs, tmp_path):
@@ -229,3 +312,15 @@ def test_report_inputs_are_checked(report_inputs, tmp_path):
         ],
     )
     assert missing.exit_code == 2 and "file not found" in missing.output
+
+
+def test_tick_labels_read_alone():
+    """No offset (`1e-8+1.0000006`) or multiplier: each tick carries its own digits."""
+    assert plain_ticks([1.0000006, 1.00000061, 1.00000062]) == [
+        "1.00000060",
+        "1.00000061",
+        "1.00000062",
+    ]
+    assert plain_ticks([0, 0.25, 0.5]) == ["0.00", "0.25", "0.50"]
+    assert plain_ticks([-800, -700]) == ["\u2212800", "\u2212700"]
+    assert plain_ticks([1e-12, 2e-12]) == ["1e\u221212", "2e\u221212"]

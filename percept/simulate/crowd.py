@@ -38,6 +38,9 @@ from percept.errors import PerceptError
 from stimuli.manifest import MANIFEST, read_csv, read_manifest
 
 FRAME_MS = 1000 / 60
+# Sent as the participant's user agent, so that every export, `percept human` and the
+# report can tell simulated participants from people (analysis.responses.SIMULATED_AGENT).
+USER_AGENT = "percept-simulate/1 (a scripted participant, not a person)"
 
 
 @dataclass
@@ -160,6 +163,7 @@ def run_person(
             "consent": True,
             "client_id": person.client_id,
             "screen": {"width": 1920, "height": 1080, "device_pixel_ratio": 1},
+            "user_agent": USER_AGENT,
         },
     )
     if r.status_code == 409:
