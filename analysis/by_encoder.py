@@ -57,7 +57,7 @@ def by_encoder(correlations: pd.DataFrame, pooled: pd.DataFrame) -> pd.DataFrame
         encoder=together["encoder"].fillna(""),
         n_models=together["models"].fillna(0).astype(int),
         datasets=together["datasets"].fillna(0).astype(int),
-        few_models=together["few_models"].fillna(False).astype(bool),
+        few_models=together["few_models"].astype("boolean").fillna(False).astype(bool),
         versus_best=together["versus_best"].fillna(""),
         status=together["kendall"].notna().map({True: "ok", False: "not computed in any dataset"}),
     )

@@ -560,7 +560,9 @@ def _table(frame: pd.DataFrame, random: set[str] = frozenset()) -> str:
                 text = str(value)
             if column == "measure" and marked:
                 text += " (random weights)"
-            cells.append(f"<td>{html.escape(text)}</td>")
+            # Long words wrap; numbers and intervals never break.
+            wrap = ' class="text"' if isinstance(value, str) and len(text) > 16 else ""
+            cells.append(f"<td{wrap}>{html.escape(text)}</td>")
         body.append(f"<tr{' class=random' if marked else ''}>{''.join(cells)}</tr>")
     return (
         f'<div class="scroll"><table class="data"><thead><tr>{heads}</tr></thead>'
@@ -860,23 +862,19 @@ def best_section(report: Report) -> str:
         label = "pooled over datasets" if dataset == POOLED else str(dataset)
         best = frame[frame["versus_best"] == uncertainty.BEST]
         same = frame[frame["versus_best"] == uncertainty.SAME]
-        random = frame[frame["versus_best"] == uncertainty.RANDOM]
         models = ", ".join(str(int(m)) for m in best["models"].unique())
         rows.append(
             f"<tr><th>{html.escape(label)}</th>"
             f"<td>{_measure_list(best) or 'no measure from a pretrained encoder'}</td>"
-            f"<td>{models}</td><td>{_measure_list(same) or 'none'}</td>"
-            f'<td class="random">{"<br>".join(html.escape(m) for m in random["measure"])}</td>'
-            "</tr>"
+            f"<td>{models}</td><td>{_measure_list(same) or 'none'}</td></tr>"
         )
     return (
-        "<p>Only measures from pretrained encoders (and extra scores) can be best; a measure "
+        "<p>Only measures from pretrained encoders (and extra scores) can be best (random-"
+        "weight encoders are controls, shown in the panels above); a measure "
         "is not distinguishable from the best when their 95% intervals overlap.</p>"
         '<div class="scroll"><table class="data best"><tr><th>dataset</th>'
         "<th>best: Kendall τ-b [95% interval]</th><th>models</th>"
-        "<th>not distinguishable from the best</th><th>random weights: not eligible</th></tr>"
-        + "".join(rows)
-        + "</table></div>"
+        "<th>not distinguishable from the best</th></tr>" + "".join(rows) + "</table></div>"
     )
 
 
@@ -931,7 +929,8 @@ def agreement_section(report: Report) -> str:
 
 
 def pooled_section(report: Report, random: set[str] = frozenset()) -> str:
-    """The pooled table's key columns first (pooled.csv has them all), the first 30 rows."""
+    """The pooled table's Kendall columns (pooled.csv has them all, Spearman and Pearson
+    too), the first 30 rows."""
     columns = [
         "rank",
         "measure",
@@ -943,8 +942,6 @@ def pooled_section(report: Report, random: set[str] = frozenset()) -> str:
         "models",
         "few_models",
         "versus_best",
-        "spearman",
-        "pearson",
     ]
     frame = report.pooled.head(30)
     info = report.data.info
@@ -1067,11 +1064,13 @@ table.data {{ border-collapse: collapse; font-size: 0.85rem; margin: 1rem 0; }}
 table.data th {{ text-align: left; vertical-align: bottom; }}
 table.data th, table.data td {{ border-bottom: 1px solid #ddd; padding: 0.2rem 0.5rem; }}
 table.data td {{ white-space: nowrap; }}
+table.data td.text {{ white-space: normal; min-width: 9rem; }}
 figure {{ margin: 2rem 0; }} figure img {{ max-width: 100%; }}
 .random, tr.random td {{ color: #b91c1c; }} .few {{ color: #b45309; font-weight: 600; }}
 .panel {{ display: inline-block; vertical-align: top; margin: 0 1.5rem 1rem 0;
   max-width: 100%; overflow-x: auto; }}
-table.encoders td {{ text-align: center; min-width: 6.5rem; }} td.na {{ color: #6b7280; }}
+table.encoders td {{ text-align: center; min-width: 6.5rem; }}
+table.best td {{ white-space: normal; min-width: 8rem; }} td.na {{ color: #6b7280; }}
 figure img.natural {{ max-width: none; }}
 .convention {{ background: #eef2ff; padding: 0.6rem 1rem; }}
 .simulated {{ background: #fef3c7; border-left: 4px solid #b45309; padding: 0.6rem 1rem; }}

@@ -211,9 +211,9 @@ def test_report_command_and_html_in_chromium(report_inputs, browser, tmp_path):
     width = page.evaluate("document.documentElement.scrollWidth")
     assert width <= 1280, width
     tables = page.eval_on_selector_all(
-        "table", "els => els.map(e => [e.scrollWidth, e.parentElement.clientWidth])"
+        "table", "els => els.map(e => [e.scrollWidth, e.parentElement.clientWidth, e.className])"
     )
-    assert tables and all(w <= box <= 1280 for w, box in tables), tables
+    assert tables and all(w <= box <= 1280 for w, box, _ in tables), tables
     not_computed = html[html.index("<h2>Not computed</h2>") : html.index("<h2>Methods</h2>")]
     assert not_computed.count("too few models (2 &lt; 3)") == 7  # every measure of "tiny"
     best = html[html.index("Best metric per dataset") : html.index("Pooled across datasets")]

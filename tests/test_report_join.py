@@ -92,7 +92,7 @@ def published(tmp_path) -> Path:
                     "model": m_model,
                     "encoder": "dinov2-vitl14",
                     "encoder_pretrained": True,
-                    "metric": "fls",
+                    "metric": "lab_score",
                     "value": 50 - 40 * error,
                     "better": "lower",
                 }
@@ -150,10 +150,10 @@ def test_rename_file_recovers_every_model(published):
     assert sorted(table["dataset"].unique()) == ["cifar10", "ffhq256", "lsun256"]
     models = table.groupby("dataset")["models"].max().to_dict()
     assert models == {"cifar10": 6, "lsun256": 5, "ffhq256": 5}
-    assert set(table["measure"]) == {"dinov2-vitl14/fd", "inception/fd", "dinov2-vitl14/fls"}
-    # fls is lower-is-better: aligned, it agrees with people.
-    fls = table[table["measure"] == "dinov2-vitl14/fls"]
-    assert (fls["kendall"] == 1.0).all() and set(fls["better"]) == {"lower"}
+    assert set(table["measure"]) == {"dinov2-vitl14/fd", "inception/fd", "dinov2-vitl14/lab_score"}
+    # lab_score (not in the registry) is lower-is-better: aligned, it agrees with people.
+    lab = table[table["measure"] == "dinov2-vitl14/lab_score"]
+    assert (lab["kendall"] == 1.0).all() and set(lab["better"]) == {"lower"}
     assert pd.read_csv(published / "report" / "left_out.csv").empty
     page = (published / "report" / "index.html").read_text()
     assert "Left out" not in page and "rename.csv (--rename)" in page
@@ -227,14 +227,14 @@ def test_conflicting_duplicates_are_an_error_and_exact_ones_a_note(published):
 
 def test_unknown_metric_needs_a_direction(published):
     metrics = pd.read_csv(published / "metrics.csv", keep_default_na=False)
-    metrics.loc[metrics["metric"] == "fls", "better"] = ""
+    metrics.loc[metrics["metric"] == "lab_score", "better"] = ""
     metrics.to_csv(published / "metrics.csv", index=False)
     result = run_report(published, "--rename", str(published / "rename.csv"))
     assert result.exit_code == 2
     assert result.output.count("\n") == 1
-    assert "unknown metric 'fls'" in result.output and "`better` column" in result.output
+    assert "unknown metric 'lab_score'" in result.output and "`better` column" in result.output
     metrics.loc[metrics["metric"] == "fd", "better"] = "higher"
-    metrics.loc[metrics["metric"] == "fls", "better"] = "lower"
+    metrics.loc[metrics["metric"] == "lab_score", "better"] = "lower"
     metrics.to_csv(published / "metrics.csv", index=False)
     result = run_report(published, "--rename", str(published / "rename.csv"))
     assert result.exit_code == 2 and "metric 'fd' has better='higher'" in result.output
@@ -243,7 +243,8 @@ def test_unknown_metric_needs_a_direction(published):
 def test_scores_files_are_audited_each(published):
     metrics = pd.read_csv(published / "metrics.csv")
     pairs = metrics[metrics["dataset"] == "cifar10"][["dataset", "model"]].drop_duplicates()
-    scores = pairs.assign(score="reverse_kl", value=1.0, direction="lower")
+    # Values that differ between models: a constant score is "not computed" anyway.
+    scores = pairs.assign(score="reverse_kl", value=range(len(pairs)), direction="lower")
     scores.iloc[1:].to_csv(published / "kl.csv", index=False)  # one model missing
     result = run_report(
         published, "--rename", str(published / "rename.csv"), "--scores", str(published / "kl.csv")
