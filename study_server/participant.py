@@ -26,6 +26,7 @@ from study_server.assignment import (
     hash_token,
     resume,
 )
+from study_server.cleantext import strip_controls
 from study_server.db import db, utcnow
 from study_server.identifiers import ID_TEXT, MTURK_HOSTS, MTURK_PREVIEW, PLATFORM_FIELDS, PUBLIC_ID
 from study_server.models import Image, Participant, Response, Study, Token, Trial
@@ -184,6 +185,8 @@ def _client_info(body: dict[str, Any]) -> ClientInfo:
     ua = body.get("user_agent")
     if ua is not None and (not isinstance(ua, str) or len(ua) > 1000 or not storable(ua)):
         raise ApiError(400, "bad_field", "user_agent must be text of at most 1000 characters")
+    if ua is not None:
+        ua = strip_controls(ua) or None
     return ClientInfo(screen.get("width"), screen.get("height"), dpr, ua)
 
 

@@ -16,6 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import joinedload
 
 from study_server.assignment import resumed_state
+from study_server.cleantext import strip_controls
 from study_server.db import db, utcnow
 from study_server.models import Participant, Response, Trial
 from study_server.studies import study_config
@@ -73,6 +74,8 @@ def validate(body: Any) -> dict[str, Any]:
             raise ResponseError(400, "missing_field", f"{name} is required")
     if body["choice"] not in ("real", "fake"):
         raise ResponseError(400, "bad_field", "choice must be 'real' or 'fake'")
+    # Control characters are dropped from text (a retry is cleaned the same way).
+    body = {k: strip_controls(v) if isinstance(v, str) else v for k, v in body.items()}
     for name, value in body.items():
         if name == "choice" or (value is None and name not in REQUIRED):
             continue
@@ -206,9 +209,17 @@ def step_staircase(participant: Participant, rule: Staircase, correct: bool) -> 
 
 
 def same_or_conflict(stored: Response, body: dict[str, Any]) -> Response:
-    if stored.body != body:
+    """The stored answer if `body` is the same answer again, else ResponseError(409).
+
+    An optional field sent as null is the same as one left out (docs/api.md).
+    """
+    if _given(stored.body) != _given(body):
         raise ResponseError(409, "conflict", "this trial was already answered differently")
     return stored
+
+
+def _given(body: dict[str, Any]) -> dict[str, Any]:
+    return {name: value for name, value in body.items() if value is not None}
 
 
 def complete(participant: Participant) -> str:

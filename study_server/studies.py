@@ -56,7 +56,7 @@ def create_study(config: StudyConfig) -> Study:
         db.session.add(
             Image(
                 study=study,
-                public_id=secrets.token_urlsafe(12),
+                public_id=new_public_id(),
                 sha256=r["sha256"],
                 dataset=r["dataset"],
                 source=r["source"],
@@ -69,6 +69,15 @@ def create_study(config: StudyConfig) -> Study:
         )
     db.session.commit()
     return study
+
+
+def new_public_id() -> str:
+    """A random image id for URLs; never starting with `-`, so the export need not guard it
+    against spreadsheet formulas (docs/export.md)."""
+    while True:
+        public_id = secrets.token_urlsafe(12)
+        if not public_id.startswith("-"):
+            return public_id
 
 
 def find_study(slug: str) -> Study | None:
