@@ -21,6 +21,8 @@ def defaults(instance_path: str) -> dict[str, Any]:
     return {
         "SECRET_KEY": DEV_SECRET,
         "SQLALCHEMY_DATABASE_URI": "sqlite:///" + os.path.join(instance_path, "percept.sqlite3"),
+        # The studies' own copies of their images (study_server/imagestore.py).
+        "IMAGE_STORE": os.path.join(instance_path, "images"),
         # Participant requests are small JSON bodies; anything bigger is refused unread.
         "MAX_CONTENT_LENGTH": 16 * 1024,
         "PRODUCTION": False,

@@ -86,6 +86,9 @@ class Image(db.Model):
     # What participants see in URLs: random, unrelated to content, source or model.
     public_id: Mapped[str] = mapped_column(String(32), unique=True)
     sha256: Mapped[str] = mapped_column(String(64))
+    # SHA-256 of the bytes served: the stimulus padded to the study's one length, stored
+    # in the image store under this name (study_server/imagestore.py).
+    served_sha256: Mapped[str | None] = mapped_column(String(64))
     dataset: Mapped[str] = mapped_column(String(100))
     source: Mapped[str] = mapped_column(String(8))
     generator_id: Mapped[int | None] = mapped_column(ForeignKey("generator.id"))

@@ -7,16 +7,14 @@ request that fails changes nothing in the database.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
-from flask import Blueprint, abort, jsonify, render_template, request
+from flask import Blueprint, abort, current_app, jsonify, render_template, request
 from sqlalchemy import select
 from sqlalchemy.orm import joinedload
 from werkzeug.exceptions import HTTPException
 
-from stimuli.manifest import image_path
 from study_server import openapi
 from study_server.assignment import (
     AssignmentError,
@@ -29,6 +27,7 @@ from study_server.assignment import (
 from study_server.cleantext import strip_controls
 from study_server.db import db, utcnow
 from study_server.identifiers import ID_TEXT, MTURK_HOSTS, MTURK_PREVIEW, PLATFORM_FIELDS, PUBLIC_ID
+from study_server.imagestore import read_verified, store_dir
 from study_server.models import Image, Participant, Response, Study, Token, Trial
 from study_server.responses import (
     ResponseError,
@@ -311,14 +310,21 @@ def post_return():
 def image(public_id: str):
     if not PUBLIC_ID.fullmatch(public_id):
         abort(404)
-    row = db.session.execute(
-        select(Image.sha256, Study.stimuli_dir)
-        .join(Study, Image.study_id == Study.id)
-        .where(Image.public_id == public_id)
-    ).first()
-    if row is None:
+    served_sha256 = db.session.scalar(
+        select(Image.served_sha256).where(Image.public_id == public_id)
+    )
+    if served_sha256 is None:
+        # No such image, or one of a study made before the store (docs/deploy.md).
         abort(404)
-    data = image_path(Path(row.stimuli_dir), row.sha256).read_bytes()
+    # Only the store is read, and only what still has its hash.
+    data = read_verified(store_dir(), served_sha256)
+    if data is None:
+        current_app.logger.error(
+            "image %s: %s is missing or changed in the image store; run `percept study check`",
+            public_id,
+            served_sha256,
+        )
+        return error(503, "image_unavailable", "this image cannot be served right now")
     return data, 200, IMAGE_HEADERS
 
 

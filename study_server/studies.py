@@ -11,6 +11,7 @@ from sqlalchemy import func, select
 from percept.errors import PerceptError
 from stimuli.manifest import MANIFEST, image_path, read_manifest
 from study_server.db import db
+from study_server.imagestore import audit_folder, copy_into_store, store_dir
 from study_server.models import Generator, Image, Participant, Study
 from study_server.studyconfig import SLUG, StudyConfig, parse_config
 
@@ -33,6 +34,7 @@ def create_study(config: StudyConfig) -> Study:
             f"{image_path(stimdir, missing[0]['sha256'])}: missing image file "
             f"({len(missing)} listed in {MANIFEST} are missing); re-run `percept stimuli ingest`"
         )
+    audit_folder(stimdir)
 
     study = Study(
         slug=config.slug,
@@ -67,6 +69,11 @@ def create_study(config: StudyConfig) -> Study:
                 height=int(r["height"]),
             )
         )
+    # The study's own copies: what participants see no longer depends on the folder.
+    images = [obj for obj in db.session.new if isinstance(obj, Image)]
+    served = copy_into_store(stimdir, (image.sha256 for image in images), store_dir())
+    for image in images:
+        image.served_sha256 = served[image.sha256]
     db.session.commit()
     return study
 
