@@ -570,7 +570,13 @@ def markdown(doc: dict[str, Any] | None = None) -> str:
             lines.append(f"| `{method.upper()} {path}` | {token} | {op['summary']} | {answers} |")
     lines += ["", "### Answer body (`PUT /api/v1/trials/{trial_id}/response`)", ""]
     lines += field_table(schemas["Answer"])
-    lines += ["", "Unknown fields are refused. A null optional field counts as left out.", ""]
+    lines += [
+        "",
+        "Unknown fields are refused. A null optional field counts as left out, also when a "
+        "retry is compared with the stored answer. Control characters (ESC, tab, CR, LF, "
+        "DEL, C1) are removed from text fields before they are stored.",
+        "",
+    ]
     lines += ["### Sign-up body (`POST /api/v1/studies/{slug}/participants`)", ""]
     lines += sign_up_table(schemas)
     screen = schemas["SignUpLink"]["properties"]["screen"]

@@ -74,8 +74,6 @@ def validate(body: Any) -> dict[str, Any]:
             raise ResponseError(400, "missing_field", f"{name} is required")
     if body["choice"] not in ("real", "fake"):
         raise ResponseError(400, "bad_field", "choice must be 'real' or 'fake'")
-    # Control characters are dropped from text (a retry is cleaned the same way).
-    body = {k: strip_controls(v) if isinstance(v, str) else v for k, v in body.items()}
     for name, value in body.items():
         if name == "choice" or (value is None and name not in REQUIRED):
             continue
@@ -90,7 +88,14 @@ def validate(body: Any) -> dict[str, Any]:
                 raise ResponseError(400, "bad_field", f"{name} must be UTF-8 text without NUL")
         elif low is not None and not (low <= value <= high and value == value):
             raise ResponseError(400, "bad_field", f"{name} must be between {low} and {high}")
-    return body
+    # Control characters are dropped from text (a retry is cleaned the same way); text that
+    # was nothing else counts as left out.
+    return {
+        name: (strip_controls(value) or None)
+        if isinstance(value, str) and name != "choice"
+        else value
+        for name, value in body.items()
+    }
 
 
 @dataclass(frozen=True)
