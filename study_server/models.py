@@ -153,6 +153,10 @@ class Token(db.Model):
     token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
     participant_id: Mapped[int] = mapped_column(ForeignKey("participant.id"), index=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # MTurk: the assignment this token's sign-up came with. The completion form of the
+    # browser holding the token goes to it; the participant row keeps the first one.
+    assignment_id: Mapped[str | None] = mapped_column(String(200))
+    turk_submit_to: Mapped[str | None] = mapped_column(String(500))
 
     participant: Mapped[Participant] = relationship()
 
