@@ -22,9 +22,7 @@ from flask import current_app
 from sqlalchemy import select
 
 from percept.errors import PerceptError
-from stimuli.leaks import audit, served_problems
 from stimuli.manifest import MANIFEST, image_path
-from stimuli.padding import pad_png, padded_length, unpad_png
 from study_server.db import db
 from study_server.models import Image, Study
 
@@ -68,6 +66,9 @@ def put(store: Path, data: bytes) -> str:
 
 def audit_folder(stimdir: Path) -> None:
     """`percept stimuli audit` of the folder a study is made from; PerceptError on a problem."""
+    # Imported here: serving images needs none of Pillow and numpy, which these load.
+    from stimuli.leaks import audit
+
     problems = audit(stimdir)
     if problems:
         raise PerceptError(
@@ -83,6 +84,8 @@ def copy_into_store(stimdir: Path, sha256s: Iterable[str], store: Path) -> dict[
     checked (64 hex digits: a manifest entry like `../../elsewhere` names no file)
     and its content matches the hash.
     """
+    from stimuli.padding import pad_png, padded_length
+
     wanted = sorted(set(sha256s))
     for sha in wanted:
         if not SHA256.fullmatch(sha):
@@ -120,6 +123,9 @@ class StoreCheck:
 
 def check_study(study: Study, store: Path) -> StoreCheck:
     """Verify that every image of the study is in the store, unchanged, padded and one length."""
+    from stimuli.leaks import served_problems
+    from stimuli.padding import unpad_png
+
     rows = db.session.execute(
         select(Image.public_id, Image.sha256, Image.served_sha256)
         .where(Image.study_id == study.id)
