@@ -183,7 +183,7 @@ def study_check(slug: str, db_url: str | None, stimdir: Path | None) -> None:
         )
     click.echo(
         f"study {slug!r}: all {result.images} images are in {store}, unchanged, "
-        f"{result.length:,} bytes each"
+        f"{result.length or 0:,} bytes each"
     )
 
 
