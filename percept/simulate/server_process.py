@@ -81,7 +81,9 @@ class Server:
             try:
                 requests.get(f"{self.url}/api/v1/session", timeout=2)
                 return
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):
+                # Not listening yet, or listening while its workers still boot (slow on a
+                # busy machine): either way, ask again until the deadline.
                 time.sleep(0.2)
         raise PerceptError(f"gunicorn did not answer within {timeout:.0f} s; see {self.log.name}")
 
