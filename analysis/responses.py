@@ -31,10 +31,17 @@ PARTICIPANT_COLUMNS = (
 # The user agent `percept simulate` (and so `percept demo`) signs its scripted participants
 # up with (percept.simulate.crowd.USER_AGENT starts with it): they are no people.
 SIMULATED_AGENT = "percept-simulate/"
+# The sentence of data_dictionary.md saying that text cells carry a leading `'` against
+# spreadsheet formulas (study_server/export.py FORMAT_NOTE); older exports lack it.
+NEUTRALISED = "is written with one `'` in front"
 
 
 def read_dictionary(export_dir: Path) -> dict[str, dict[str, str]]:
-    """{file name: {column: type}} from an export's data dictionary."""
+    """{file name: {column: type}} from an export's data dictionary.
+
+    Text columns of an export whose text cells are neutralised against spreadsheet
+    formulas have the type `text'` here, which `convert` reads back to the original.
+    """
     path = export_dir / DICTIONARY
     if not path.is_file():
         raise PerceptError(
@@ -53,6 +60,11 @@ def read_dictionary(export_dir: Path) -> dict[str, dict[str, str]]:
     missing = [f for f in FILES if not columns.get(f)]
     if missing:
         raise PerceptError(f"{path}: no column table for {', '.join(missing)}")
+    if NEUTRALISED in " ".join(path.read_text(encoding="utf-8").split()):
+        for types in columns.values():
+            for column, kind in types.items():
+                if kind == "text":
+                    types[column] = "text'"
     return columns
 
 
@@ -88,6 +100,8 @@ def convert(values: pd.Series, kind: str, path: Path, column: str) -> pd.Series:
             return values.map({"true": True, "false": False}).astype("boolean")
         if kind == "timestamp":
             return pd.to_datetime(values, utc=True, format="ISO8601", errors="raise")
+        if kind == "text'":
+            return unneutralise(values)
         return values.astype("string")
     except (ValueError, TypeError) as e:
         row = _first_bad_row(values, kind)
@@ -95,6 +109,13 @@ def convert(values: pd.Series, kind: str, path: Path, column: str) -> pd.Series:
             f"{path}: column {column} should hold {kind} values, "
             f"but row {row} has {values.iloc[row - 2]!r} ({e})"
         ) from None
+
+
+def unneutralise(values: pd.Series) -> pd.Series:
+    """Text cells as they were before the export put `'` in front (formula injection guard)."""
+    text = values.astype("string")
+    marked = text.str.startswith("'", na=False)
+    return text.where(~marked, text.str.slice(1))
 
 
 def _first_bad_row(values: pd.Series, kind: str) -> int:

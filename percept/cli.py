@@ -146,6 +146,47 @@ def study_create(config_file: Path, db_url: str | None) -> None:
     click.echo(f"Participants start at /s/{config.slug}")
 
 
+@study.command("check")
+@click.argument("slug")
+@DB_OPTION
+@click.option(
+    "--restore-from",
+    "stimdir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Write missing or changed images into the store again from this stimulus folder "
+    "(the study's own; each file must still have its hash), then check.",
+)
+def study_check(slug: str, db_url: str | None, stimdir: Path | None) -> None:
+    """Verify the study's image store: every image there, unchanged, one byte length."""
+    from study_server.imagestore import check_study, restore_study, store_dir
+    from study_server.schema import require_current_schema
+    from study_server.studies import find_study, list_studies
+
+    app = make_app(db_url)
+    require_current_schema(app)
+    with app.app_context():
+        found = find_study(slug)
+        if found is None:
+            known = ", ".join(line.split()[0] for line in list_studies()) or "none"
+            raise PerceptError(f"no study {slug!r} in this database (studies: {known})")
+        store = store_dir()
+        if stimdir is not None:
+            restored = restore_study(found, stimdir, store)
+            click.echo(f"{restored} images of {slug!r} written again into {store} from {stimdir}")
+        result = check_study(found, store)
+    for problem in result.problems:
+        click.echo(problem, err=True)
+    if result.problems:
+        raise PerceptError(
+            f"study {slug!r}: {len(result.problems)} problem(s) in the image store {store}, "
+            "listed above"
+        )
+    click.echo(
+        f"study {slug!r}: all {result.images} images are in {store}, unchanged, "
+        f"{result.length or 0:,} bytes each"
+    )
+
+
 @study.command("list")
 @DB_OPTION
 def study_list(db_url: str | None) -> None:
@@ -178,13 +219,15 @@ def serve(db_url: str | None, host: str, port: int, demo_dir: Path | None) -> No
 
     from study_server.schema import require_current_schema
 
+    config = {}
     if demo_dir is not None:
         database = demo_dir / "demo.sqlite3"
         if not database.is_file():
             raise PerceptError(f"{database}: not found; run `percept demo --out {demo_dir}` first")
         db_url = f"sqlite:///{database.resolve()}"
+        config["IMAGE_STORE"] = str((demo_dir / "images").resolve())
         click.echo(f"Demo study: http://{host}:{port}/s/demo")
-    app = make_app(db_url)
+    app = make_app(db_url, **config)
     require_current_schema(app)
     click.echo(f"Serving on http://{host}:{port}/ (Ctrl-C stops)")
     run_simple(host, port, app, threaded=True)

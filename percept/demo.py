@@ -100,12 +100,14 @@ def run_demo(
     db_url = f"sqlite:///{database.resolve()}"
     config_file = out / "demo-study.toml"
     config_file.write_text(STUDY.format(stimuli="stimuli", trials=trials, target=target))
-    app = create_app({"SQLALCHEMY_DATABASE_URI": db_url})
+    # The demo keeps its image store beside its database, so `percept serve --demo` finds it.
+    image_store = (out / "images").resolve()
+    app = create_app({"SQLALCHEMY_DATABASE_URI": db_url, "IMAGE_STORE": str(image_store)})
     upgrade_schema(app)
     with app.app_context():
         create_study(load_config(config_file))
 
-    with Server(db_url, out / "gunicorn.log") as server:
+    with Server(db_url, out / "gunicorn.log", image_store=image_store) as server:
         server.wait()
         step(f"3/7 simulated crowd: {participants} participants over HTTP at {server.url}")
         people = simulate_crowd(

@@ -303,9 +303,12 @@ def _list_files(specs: Sequence[DatasetSpec]) -> tuple[list[InputFile], list[dic
     for spec in specs:
         for source, model, folder in spec.folders():
             found = 0
-            for path in _walk(folder.path):
+            for path, refused in _walk(folder.path):
                 found += 1
                 original = f"{folder.label}/{path.relative_to(folder.path).as_posix()}"
+                if refused:
+                    bad.append(_skip_row(spec.name, source, model, original, refused))
+                    continue
                 if path.suffix.lower() not in IMAGE_EXTENSIONS:
                     bad.append(
                         _skip_row(
@@ -326,12 +329,46 @@ def _list_files(specs: Sequence[DatasetSpec]) -> tuple[list[InputFile], list[dic
     return files, bad
 
 
-def _walk(root: Path) -> Iterator[Path]:
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for name in sorted(filenames):
-            if not name.startswith("."):
-                yield Path(dirpath) / name
+def _walk(root: Path) -> Iterator[tuple[Path, str]]:
+    """Every non-hidden file under `root`, each folder's files before its sub-folders, by name.
+
+    Symbolic links are resolved (docs/stimuli.md): one whose target lies inside the same
+    input folder is followed, file or folder; a broken link, a link leading out of the
+    input folder and a folder link back to a folder above it (a loop) come with the
+    reason they are refused, as bad files (`--skip-bad` lists them in skipped.csv).
+    Yields (path, "") for a file to read, (path, reason) for a refused link.
+    """
+    top = root.resolve()
+
+    def walk(folder: Path, above: frozenset[Path]) -> Iterator[tuple[Path, str]]:
+        entries = sorted(
+            (e for e in os.scandir(folder) if not e.name.startswith(".")), key=lambda e: e.name
+        )
+        folders = []
+        for entry in entries:
+            path = Path(entry.path)
+            target = path
+            if entry.is_symlink():
+                try:
+                    target = path.resolve(strict=True)
+                except (OSError, RuntimeError):
+                    yield path, "broken symbolic link (its target does not exist)"
+                    continue
+                if not target.is_relative_to(top):
+                    outside = f"symbolic link to {target}, outside the input folder {root}"
+                    yield path, f"{outside}; copy the file in instead"
+                    continue
+            if target.is_dir():
+                if target in above:
+                    yield path, "symbolic link to a folder above it (a loop)"
+                else:
+                    folders.append((path, target.resolve()))
+            else:
+                yield path, ""
+        for path, target in folders:
+            yield from walk(path, above | {target})
+
+    yield from walk(root, frozenset({top}))
 
 
 def _skip_row(dataset: str, source: str, model: str, path: str, reason: str) -> dict:

@@ -18,6 +18,7 @@ from PIL import Image
 
 from stimuli.images import png_chunks
 from stimuli.manifest import ID_LENGTH, IMAGES, ROLES, SOURCES, read_manifest
+from stimuli.padding import PAD_CHUNK
 
 # What `encode_png` writes: 8-bit truecolour, no interlace, and only these chunks.
 ALLOWED_CHUNKS = ("IHDR", "IDAT", "IEND")
@@ -168,3 +169,38 @@ def _file_problems(
         except (OSError, SyntaxError, ValueError) as e:
             reasons.append(f"does not decode ({e}); re-run ingest")
     return reasons
+
+
+def served_problems(files: dict[str, bytes]) -> list[Problem]:
+    """Problems of the images one study serves (padded by `stimuli.padding.pad_png`).
+
+    All must have the same byte length, so `Content-Length` tells nothing, and the same
+    chunk layout: IHDR, IDAT..., one zero-filled paDd, IEND. `files` maps a name to bytes.
+    """
+    if not files:
+        return []
+    lengths = Counter(len(data) for data in files.values())
+    common = lengths.most_common(1)[0][0]
+    problems = []
+    for name, data in sorted(files.items()):
+        if len(data) != common:
+            problems.append(
+                Problem(
+                    name,
+                    f"is {len(data)} bytes, {lengths[common]} other served image(s) are "
+                    f"{common}: its size tells it apart",
+                )
+            )
+        try:
+            chunks = png_chunks(data)
+        except ValueError as e:
+            problems.append(Problem(name, f"is not a clean PNG file: {e}"))
+            continue
+        layout = [kind for i, (kind, _) in enumerate(chunks) if i == 0 or chunks[i - 1][0] != kind]
+        if layout != ["IHDR", "IDAT", PAD_CHUNK, "IEND"]:
+            problems.append(
+                Problem(name, f"chunk layout {'/'.join(layout)} is not IHDR/IDAT/{PAD_CHUNK}/IEND")
+            )
+        elif any(chunks[-2][1]):
+            problems.append(Problem(name, f"its {PAD_CHUNK} chunk holds more than zero bytes"))
+    return problems

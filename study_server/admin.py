@@ -7,6 +7,7 @@ Every page needs a login with the password whose werkzeug hash is ADMIN_PASSWORD
 
 from __future__ import annotations
 
+import re
 import tempfile
 import time
 
@@ -35,6 +36,8 @@ bp = Blueprint("admin", __name__, url_prefix="/admin")
 csrf = CSRFProtect()
 
 SESSION_KEY = "admin"
+# What a `next` after login may be: an admin path in printable ASCII.
+SAFE_PATH = re.compile(r"/admin/[!-~]*")
 WRONG_PASSWORD = "Wrong password."
 # An admin login lasts this long, then the password is asked again.
 SESSION_SECONDS = 12 * 3600
@@ -61,8 +64,12 @@ def logged_in() -> bool:
 
 
 def safe_next(target: str | None) -> str:
-    """Where to go after login: an admin path of this site, never another host."""
-    if target and target.startswith("/admin/") and "//" not in target and "\\" not in target:
+    """Where to go after login: an admin path of this site, never another host.
+
+    Only printable ASCII without spaces (a URL's own characters): CR/LF would split
+    the Location header, so such a `next` is ignored like any other bad one.
+    """
+    if target and SAFE_PATH.fullmatch(target) and "//" not in target and "\\" not in target:
         return target
     return url_for("admin.index")
 

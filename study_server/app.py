@@ -21,6 +21,10 @@ def defaults(instance_path: str) -> dict[str, Any]:
     return {
         "SECRET_KEY": DEV_SECRET,
         "SQLALCHEMY_DATABASE_URI": "sqlite:///" + os.path.join(instance_path, "percept.sqlite3"),
+        # A pooled connection is tested before use: one the database dropped is replaced.
+        "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
+        # The studies' own copies of their images (study_server/imagestore.py).
+        "IMAGE_STORE": os.path.join(instance_path, "images"),
         # Participant requests are small JSON bodies; anything bigger is refused unread.
         "MAX_CONTENT_LENGTH": 16 * 1024,
         "PRODUCTION": False,
@@ -70,12 +74,14 @@ def create_app(config: Mapping[str, Any] | None = None, instance_path: str | Non
     db.init_app(app)
     migrate.init_app(app, db, directory=MIGRATIONS)
 
-    from study_server import admin, participant
+    from study_server import admin, dbretry, headers, participant
 
     app.register_blueprint(participant.bp)
     app.register_blueprint(admin.bp)
     admin.csrf.init_app(app)
     admin.csrf.exempt(participant.bp)
+    headers.init_app(app)
+    dbretry.init_app(app)
     return app
 
 

@@ -105,7 +105,7 @@ def assign(study: Study, identity: Identity, client: ClientInfo) -> tuple[Partic
             db.session.rollback()
             raise
         update_attempt(existing, identity)
-        db.session.add(Token(token_hash=hash_token(token), participant=existing))
+        db.session.add(new_token(token, existing, identity))
         db.session.commit()
         return existing, token, True
 
@@ -134,7 +134,7 @@ def assign(study: Study, identity: Identity, client: ClientInfo) -> tuple[Partic
     if config.timing.mode == "staircase":
         participant.staircase_ms = float(config.timing.staircase.start_ms)
     db.session.add(participant)
-    db.session.add(Token(token_hash=hash_token(token), participant=participant, created_at=now))
+    db.session.add(new_token(token, participant, identity, now))
     pools = image_pools(study, {g.dataset for g in generators})
     for position, p in enumerate(plan_trials(config, generators, pools, seed)):
         db.session.add(
@@ -163,13 +163,30 @@ def resume(participant: Participant, now: datetime) -> None:
     participant.last_seen_at = now
 
 
+def new_token(
+    token: str, participant: Participant, identity: Identity, now: datetime | None = None
+) -> Token:
+    """The stored form of a new bearer token, with the MTurk assignment it came with."""
+    return Token(
+        token_hash=hash_token(token),
+        participant=participant,
+        created_at=now or utcnow(),
+        assignment_id=identity.assignment_id,
+        turk_submit_to=identity.turk_submit_to,
+    )
+
+
 def update_attempt(participant: Participant, identity: Identity) -> None:
-    """Keep the platform's ids of this attempt: a worker who returned an MTurk HIT and took
-    it again has a new assignment, and MTurk only takes a submission for the current one."""
-    for name in ("platform_session_id", "assignment_id", "hit_id", "turk_submit_to"):
-        value = getattr(identity, name)
-        if value is not None:
-            setattr(participant, name, value)
+    """Keep Prolific's session id of this attempt.
+
+    MTurk's ids are not changed: anyone can send another worker's id, and nothing MTurk
+    sends proves who accepted which assignment. The participant keeps the assignment that
+    started the session, and each token keeps its own (see `new_token`), so a worker who
+    returned the HIT and took it again submits from the new tab to the new assignment,
+    while a sign-up with someone else's worker id never changes where their form goes.
+    """
+    if identity.platform_session_id is not None:
+        participant.platform_session_id = identity.platform_session_id
 
 
 def resumed_state(participant: Participant) -> str:

@@ -290,10 +290,20 @@ FILES: dict[str, tuple[str, tuple[Column, ...]]] = {
     "images.csv": ("One row per image of the study.", IMAGE_COLUMNS),
 }
 DICTIONARY = "data_dictionary.md"
+# OWASP's list for CSV injection: a spreadsheet runs a cell that begins with one of these.
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+# Put before such a cell (and before a cell that begins with it, so reading back is exact).
+NEUTRALISER = "'"
 FORMAT_NOTE = """\
 All files are UTF-8 CSV with a header row. `true`/`false` are booleans; an
 empty cell is a missing value; numbers are written plainly (`612.5`, never
-`6.125e2`); timestamps are ISO 8601 in UTC, e.g. `2025-01-31T14:05:09.123456Z`."""
+`6.125e2`); timestamps are ISO 8601 in UTC, e.g. `2025-01-31T14:05:09.123456Z`.
+
+Text cells are safe to open in a spreadsheet: a text cell that begins with
+`=`, `+`, `-`, `@`, a tab or a carriage return (which a spreadsheet would run
+as a formula), or with `'`, is written with one `'` in front, as OWASP
+recommends against CSV injection. To get the value back, remove that first
+`'` from every text cell that begins with one; `percept human` does."""
 PLATFORM_IDS_NOTE = {
     False: """\
 Platform ids in this export are hashed: each is replaced by HMAC-SHA256 of the
@@ -571,12 +581,29 @@ def _csv_writer(f: TextIO, columns: tuple[Column, ...]) -> Callable[[Any], None]
     A column missing from the mapping is a KeyError, so no column is ever silently empty.
     """
     writer = csv.writer(f, lineterminator="\n")
+    # The csv module quotes a cell with "\n" in it but not one with a lone "\r", which
+    # readers take for a line end: such a row is written with every cell quoted.
+    quoting_all = csv.writer(f, lineterminator="\n", quoting=csv.QUOTE_ALL)
     writer.writerow([c.name for c in columns])
 
     def write(values) -> None:
-        writer.writerow([_cell(values[c.name]) for c in columns])
+        cells = [
+            neutralise(_cell(values[c.name])) if c.type == "text" else _cell(values[c.name])
+            for c in columns
+        ]
+        (quoting_all if any("\r" in cell for cell in cells) else writer).writerow(cells)
 
     return write
+
+
+def neutralise(text: str) -> str:
+    """A text cell no spreadsheet runs as a formula; `'` + text for a formula start or a `'`.
+
+    Reversible: drop the first character of every text cell that begins with `'`.
+    """
+    if text.startswith((*FORMULA_START, NEUTRALISER)):
+        return NEUTRALISER + text
+    return text
 
 
 def _cell(value: Any) -> str:

@@ -86,6 +86,9 @@ class Image(db.Model):
     # What participants see in URLs: random, unrelated to content, source or model.
     public_id: Mapped[str] = mapped_column(String(32), unique=True)
     sha256: Mapped[str] = mapped_column(String(64))
+    # SHA-256 of the bytes served: the stimulus padded to the study's one length, stored
+    # in the image store under this name (study_server/imagestore.py).
+    served_sha256: Mapped[str | None] = mapped_column(String(64))
     dataset: Mapped[str] = mapped_column(String(100))
     source: Mapped[str] = mapped_column(String(8))
     generator_id: Mapped[int | None] = mapped_column(ForeignKey("generator.id"))
@@ -150,6 +153,10 @@ class Token(db.Model):
     token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
     participant_id: Mapped[int] = mapped_column(ForeignKey("participant.id"), index=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # MTurk: the assignment this token's sign-up came with. The completion form of the
+    # browser holding the token goes to it; the participant row keeps the first one.
+    assignment_id: Mapped[str | None] = mapped_column(String(200))
+    turk_submit_to: Mapped[str | None] = mapped_column(String(500))
 
     participant: Mapped[Participant] = relationship()
 

@@ -46,6 +46,7 @@ ERROR_CODES = {
     "already_completed": "this platform id already completed the study",
     "returned": "this platform id returned the study and cannot go on",
     "request_entity_too_large": "the body is over 16 KiB",
+    "image_unavailable": "the image's file is missing or changed in the server's image store",
 }
 
 # What each answer field means (the trial runner's measurements, see docs/runner.md).
@@ -436,10 +437,12 @@ def build() -> dict[str, Any]:
         },
         "/i/{public_id}.png": {
             "get": operation(
-                "Stimulus bytes: every image has the same format, size and headers",
+                "Stimulus bytes: every image of a study has the same format, size, "
+                "byte length and headers",
                 {
                     "200": ("the PNG", None),
                     "404": ("no such image", error),
+                    "503": ("the stored file is missing or changed (the server logs it)", error),
                 },
                 parameters=[
                     path_parameter(
@@ -567,7 +570,13 @@ def markdown(doc: dict[str, Any] | None = None) -> str:
             lines.append(f"| `{method.upper()} {path}` | {token} | {op['summary']} | {answers} |")
     lines += ["", "### Answer body (`PUT /api/v1/trials/{trial_id}/response`)", ""]
     lines += field_table(schemas["Answer"])
-    lines += ["", "Unknown fields are refused. A null optional field counts as left out.", ""]
+    lines += [
+        "",
+        "Unknown fields are refused. A null optional field counts as left out, also when a "
+        "retry is compared with the stored answer. Control characters (ESC, tab, CR, LF, "
+        "DEL, C1) are removed from text fields before they are stored.",
+        "",
+    ]
     lines += ["### Sign-up body (`POST /api/v1/studies/{slug}/participants`)", ""]
     lines += sign_up_table(schemas)
     screen = schemas["SignUpLink"]["properties"]["screen"]

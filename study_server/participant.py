@@ -7,16 +7,14 @@ request that fails changes nothing in the database.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
-from flask import Blueprint, abort, jsonify, render_template, request
+from flask import Blueprint, abort, current_app, g, jsonify, render_template, request
 from sqlalchemy import select
 from sqlalchemy.orm import joinedload
 from werkzeug.exceptions import HTTPException
 
-from stimuli.manifest import image_path
 from study_server import openapi
 from study_server.assignment import (
     AssignmentError,
@@ -26,8 +24,11 @@ from study_server.assignment import (
     hash_token,
     resume,
 )
+from study_server.cleantext import strip_controls
 from study_server.db import db, utcnow
+from study_server.headers import allow_mturk_frame
 from study_server.identifiers import ID_TEXT, MTURK_HOSTS, MTURK_PREVIEW, PLATFORM_FIELDS, PUBLIC_ID
+from study_server.imagestore import read_verified, store_dir
 from study_server.models import Image, Participant, Response, Study, Token, Trial
 from study_server.responses import (
     ResponseError,
@@ -88,7 +89,11 @@ def http_error(e: HTTPException):
 def json_body() -> dict[str, Any]:
     if request.content_length is None and not request.data:
         raise ApiError(400, "bad_request", "the body must be a JSON object")
-    body = request.get_json(silent=True)
+    try:
+        body = request.get_json(silent=True)
+    except RecursionError:
+        # `silent` covers malformed JSON only: a few KiB of [[[[...]]]] nests too deep to parse.
+        raise ApiError(400, "bad_request", "the body nests too deeply") from None
     if not isinstance(body, dict):
         raise ApiError(400, "bad_request", "the body must be a JSON object (application/json)")
     return body
@@ -100,15 +105,17 @@ def current_participant() -> Participant:
     if scheme.lower() != "bearer" or not token.strip():
         raise ApiError(401, "unauthorized", "a bearer token is required")
     # The study comes in the same query: every participant request needs its config.
-    participant = db.session.scalar(
-        select(Participant)
+    row = db.session.execute(
+        select(Participant, Token.assignment_id, Token.turk_submit_to)
         .join(Token, Token.participant_id == Participant.id)
         .where(Token.token_hash == hash_token(token.strip()))
         .options(joinedload(Participant.study))
-    )
-    if participant is None:
+    ).first()
+    if row is None:
         raise ApiError(401, "unauthorized", "unknown or expired token")
-    return participant
+    # The MTurk assignment this token came with: where this browser's form goes.
+    g.token_mturk = (row.assignment_id, row.turk_submit_to)
+    return row.Participant
 
 
 def study_or_404(slug: str) -> Study:
@@ -184,6 +191,8 @@ def _client_info(body: dict[str, Any]) -> ClientInfo:
     ua = body.get("user_agent")
     if ua is not None and (not isinstance(ua, str) or len(ua) > 1000 or not storable(ua)):
         raise ApiError(400, "bad_field", "user_agent must be text of at most 1000 characters")
+    if ua is not None:
+        ua = strip_controls(ua) or None
     return ClientInfo(screen.get("width"), screen.get("height"), dpr, ua)
 
 
@@ -264,9 +273,12 @@ def completion_json(participant: Participant) -> dict[str, Any]:
     if participant.platform == "prolific":
         data["redirect_url"] = f"{PROLIFIC_DONE}?{urlencode({'cc': code})}"
     elif participant.platform == "mturk":
+        assignment_id, host = g.get("token_mturk") or (None, None)
+        if not (assignment_id and host):  # a token from before tokens kept their assignment
+            assignment_id, host = participant.assignment_id, participant.turk_submit_to
         data["mturk_submit"] = {
-            "action": participant.turk_submit_to.rstrip("/") + "/mturk/externalSubmit",
-            "assignmentId": participant.assignment_id,
+            "action": host.rstrip("/") + "/mturk/externalSubmit",
+            "assignmentId": assignment_id,
         }
     elif config.recruitment.completion_url:
         data["redirect_url"] = config.recruitment.completion_url
@@ -308,14 +320,21 @@ def post_return():
 def image(public_id: str):
     if not PUBLIC_ID.fullmatch(public_id):
         abort(404)
-    row = db.session.execute(
-        select(Image.sha256, Study.stimuli_dir)
-        .join(Study, Image.study_id == Study.id)
-        .where(Image.public_id == public_id)
-    ).first()
-    if row is None:
+    served_sha256 = db.session.scalar(
+        select(Image.served_sha256).where(Image.public_id == public_id)
+    )
+    if served_sha256 is None:
+        # No such image, or one of a study made before the store (docs/deploy.md).
         abort(404)
-    data = image_path(Path(row.stimuli_dir), row.sha256).read_bytes()
+    # Only the store is read, and only what still has its hash.
+    data = read_verified(store_dir(), served_sha256)
+    if data is None:
+        current_app.logger.error(
+            "image %s: %s is missing or changed in the image store; run `percept study check`",
+            public_id,
+            served_sha256,
+        )
+        return error(503, "image_unavailable", "this image cannot be served right now")
     return data, 200, IMAGE_HEADERS
 
 
@@ -326,6 +345,8 @@ def runner(slug: str):
     if study is None:
         return render_template("participant/invalid.html"), 404
     config = study_config(study)
+    if config.recruitment.platform == "mturk":
+        allow_mturk_frame()
     settings = {
         "slug": study.slug,
         "platform": config.recruitment.platform,

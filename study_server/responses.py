@@ -16,6 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import joinedload
 
 from study_server.assignment import resumed_state
+from study_server.cleantext import strip_controls
 from study_server.db import db, utcnow
 from study_server.models import Participant, Response, Trial
 from study_server.studies import study_config
@@ -87,7 +88,14 @@ def validate(body: Any) -> dict[str, Any]:
                 raise ResponseError(400, "bad_field", f"{name} must be UTF-8 text without NUL")
         elif low is not None and not (low <= value <= high and value == value):
             raise ResponseError(400, "bad_field", f"{name} must be between {low} and {high}")
-    return body
+    # Control characters are dropped from text (a retry is cleaned the same way); text that
+    # was nothing else counts as left out.
+    return {
+        name: (strip_controls(value) or None)
+        if isinstance(value, str) and name != "choice"
+        else value
+        for name, value in body.items()
+    }
 
 
 @dataclass(frozen=True)
@@ -206,9 +214,17 @@ def step_staircase(participant: Participant, rule: Staircase, correct: bool) -> 
 
 
 def same_or_conflict(stored: Response, body: dict[str, Any]) -> Response:
-    if stored.body != body:
+    """The stored answer if `body` is the same answer again, else ResponseError(409).
+
+    An optional field sent as null is the same as one left out (docs/api.md).
+    """
+    if _given(stored.body) != _given(body):
         raise ResponseError(409, "conflict", "this trial was already answered differently")
     return stored
+
+
+def _given(body: dict[str, Any]) -> dict[str, Any]:
+    return {name: value for name, value in body.items() if value is not None}
 
 
 def complete(participant: Participant) -> str:

@@ -11,6 +11,7 @@ from sqlalchemy import func, select
 from percept.errors import PerceptError
 from stimuli.manifest import MANIFEST, image_path, read_manifest
 from study_server.db import db
+from study_server.imagestore import audit_folder, copy_into_store, store_dir
 from study_server.models import Generator, Image, Participant, Study
 from study_server.studyconfig import SLUG, StudyConfig, parse_config
 
@@ -33,6 +34,7 @@ def create_study(config: StudyConfig) -> Study:
             f"{image_path(stimdir, missing[0]['sha256'])}: missing image file "
             f"({len(missing)} listed in {MANIFEST} are missing); re-run `percept stimuli ingest`"
         )
+    audit_folder(stimdir)
 
     study = Study(
         slug=config.slug,
@@ -56,7 +58,7 @@ def create_study(config: StudyConfig) -> Study:
         db.session.add(
             Image(
                 study=study,
-                public_id=secrets.token_urlsafe(12),
+                public_id=new_public_id(),
                 sha256=r["sha256"],
                 dataset=r["dataset"],
                 source=r["source"],
@@ -67,8 +69,22 @@ def create_study(config: StudyConfig) -> Study:
                 height=int(r["height"]),
             )
         )
+    # The study's own copies: what participants see no longer depends on the folder.
+    images = [obj for obj in db.session.new if isinstance(obj, Image)]
+    served = copy_into_store(stimdir, (image.sha256 for image in images), store_dir())
+    for image in images:
+        image.served_sha256 = served[image.sha256]
     db.session.commit()
     return study
+
+
+def new_public_id() -> str:
+    """A random image id for URLs; never starting with `-`, so the export need not guard it
+    against spreadsheet formulas (docs/export.md)."""
+    while True:
+        public_id = secrets.token_urlsafe(12)
+        if not public_id.startswith("-"):
+            return public_id
 
 
 def find_study(slug: str) -> Study | None:

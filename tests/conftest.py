@@ -102,7 +102,7 @@ def db_url(request, tmp_path) -> Iterator[str]:
 
 
 @pytest.fixture
-def app(db_url):
+def app(db_url, tmp_path):
     """The study server on `db_url`, with an admin password of 'secret-admin'."""
     from study_server import create_app
     from study_server.db import db
@@ -110,6 +110,7 @@ def app(db_url):
     app = create_app(
         {
             "SQLALCHEMY_DATABASE_URI": db_url,
+            "IMAGE_STORE": str(tmp_path / "image-store"),
             "SECRET_KEY": "test-secret-key-0123456789",
             "ADMIN_PASSWORD": "secret-admin",
             "TESTING": True,

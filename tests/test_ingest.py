@@ -354,3 +354,64 @@ def test_real_entry_point_prints_no_traceback(sources):
     assert proc.stderr.strip().splitlines() == [
         f"Error: {sources / 'nowhere'}: folder not found; check the path"
     ]
+
+
+# --- Symbolic links: resolved, kept inside their input folder, never skipped silently --------
+
+
+def linked_sources(sources: Path) -> Path:
+    """gan/ with a link to a file inside it, a linked folder inside it, a link out of it
+    (to a real image), a broken link and a link to a folder above it."""
+    gan = sources / "gan"
+    (gan / "inner").mkdir()
+    save(gan / "inner" / "deep.png", pattern(56, 56, seed=500))
+    (gan / "linked-inner").symlink_to(gan / "inner", target_is_directory=True)
+    save(sources / "kept-aside" / "aside.png", pattern(56, 56, seed=501))
+    (gan / "aside-link.png").symlink_to(sources / "kept-aside" / "aside.png")
+    (gan / "real-link.png").symlink_to(sources / "real" / "img_000.png")
+    (gan / "same-link.png").symlink_to(gan / "img_000.png")
+    (gan / "broken.png").symlink_to(sources / "nowhere.png")
+    (gan / "inner" / "loop").symlink_to(gan, target_is_directory=True)
+    return sources
+
+
+def test_links_leaving_the_input_folder_or_broken_stop_ingest(sources):
+    linked_sources(sources)
+    result = run(*ingest_args(sources, sources / "stim"))
+    assert result.exit_code == 2
+    # The first refused link, and how many more: never a traceback, never silence.
+    assert "aside-link.png: symbolic link to" in result.output
+    assert "outside the input folder" in result.output and "4 more bad file(s)" in result.output
+    assert not (sources / "stim").exists()
+
+
+def test_skip_bad_lists_every_refused_link_and_follows_the_others(sources):
+    linked_sources(sources)
+    result = run(*ingest_args(sources, sources / "stim", "--skip-bad"))
+    assert result.exit_code == 0, result.output
+    with open(sources / "stim" / "skipped.csv", newline="") as f:
+        skipped = {r["path"].split("/gan/")[-1]: r["reason"] for r in csv.DictReader(f)}
+    # The loop shows twice: under inner/ and under the link to it.
+    refused = {"aside-link.png", "real-link.png", "broken.png", "inner/loop", "linked-inner/loop"}
+    assert set(skipped) == refused
+    assert skipped["broken.png"].startswith("broken symbolic link")
+    assert "outside the input folder" in skipped["real-link.png"]
+    assert "loop" in skipped["inner/loop"]
+    rows = read_manifest(sources / "stim")
+    paths = {r["original_path"].split("/gan/")[-1] for r in rows if r["model"] == "gan"}
+    # The link inside the folder and the linked folder are followed: their content is the
+    # same as files ingested already, so it shows up as duplicates, not as silence.
+    assert "inner/deep.png" in paths
+    with open(sources / "stim" / "duplicates.csv", newline="") as f:
+        dropped = {r["dropped_path"].split("/gan/")[-1] for r in csv.DictReader(f)}
+    assert {"same-link.png", "linked-inner/deep.png"} <= dropped
+    assert audit(sources / "stim") == []
+
+
+def test_a_linked_input_folder_is_read(sources):
+    (sources / "gan-link").symlink_to(sources / "gan", target_is_directory=True)
+    args = ingest_args(sources, sources / "stim")
+    args[args.index(f"gan={sources / 'gan'}")] = f"gan={sources / 'gan-link'}"
+    result = run(*args)
+    assert result.exit_code == 0, result.output
+    assert sum(r["model"] == "gan" for r in read_manifest(sources / "stim")) == 8

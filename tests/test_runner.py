@@ -42,6 +42,11 @@ def page(browser):
     page = context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
+    # The pages' Content-Security-Policy must block nothing the runner does.
+    page.on(
+        "console",
+        lambda m: errors.append(m.text) if "Content Security Policy" in m.text else None,
+    )
     yield page
     context.close()
     assert not errors, errors
@@ -50,6 +55,15 @@ def page(browser):
 def screenshot(page, name: str) -> None:
     SCREENS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=SCREENS / f"{name}.png")
+
+
+def wait_true(page, expression: str, timeout: float = 15_000) -> None:
+    """Wait until a JS expression is true. Not page.wait_for_function: that evaluates a
+    string inside the page, which the pages' Content-Security-Policy forbids (no eval)."""
+    deadline = time.monotonic() + timeout / 1000
+    while not page.evaluate(expression):
+        assert time.monotonic() < deadline, f"timed out waiting for {expression}"
+        page.wait_for_timeout(50)
 
 
 def current(page) -> str:
@@ -68,9 +82,7 @@ def start(page, url: str, shots: bool = False) -> None:
         screenshot(page, "consent")
     page.keyboard.press("Enter")  # keyboard only: "I agree" has the focus
     wait_screen(page, "instructions")
-    page.wait_for_function(
-        "[...document.querySelectorAll('[data-examples] img')].every(i => i.complete)"
-    )
+    wait_true(page, "[...document.querySelectorAll('[data-examples] img')].every(i => i.complete)")
     if shots:
         screenshot(page, "instructions")
     page.keyboard.press("Enter")  # the Continue button has the focus
@@ -341,9 +353,7 @@ def test_trial_screen_and_small_screens(app, make_study, live_server, browser):
     start(page, f"{live_server}/s/t")
     page.keyboard.press("Enter")  # start the practice block
     page.wait_for_selector(READY)
-    page.wait_for_function(
-        "document.querySelector('[data-stimulus]').style.visibility === 'visible'"
-    )
+    wait_true(page, "document.querySelector('[data-stimulus]').style.visibility === 'visible'")
     screenshot(page, "trial")
     context.close()
 
@@ -365,9 +375,7 @@ def test_trial_screen_and_small_screens(app, make_study, live_server, browser):
     start(page, f"{live_server}/s/phone")
     page.tap('[data-screen="block"] [data-action="continue"]')
     page.wait_for_selector(READY)
-    page.wait_for_function(
-        "document.querySelector('[data-stimulus]').style.visibility === 'visible'"
-    )
+    wait_true(page, "document.querySelector('[data-stimulus]').style.visibility === 'visible'")
     screenshot(page, "trial-phone")
     with page.expect_response(lambda r: r.url.endswith("/response")):
         page.tap('[data-choice="real"]')

@@ -31,6 +31,7 @@ from PIL import Image as PILImage
 from sqlalchemy import select
 
 from stimuli.images import png_chunks
+from stimuli.padding import PAD_CHUNK
 from study_server import identifiers, openapi, participant, responses
 from study_server.db import db
 from study_server.models import Generator, Image, Trial
@@ -704,21 +705,24 @@ def test_a_whole_session_reveals_nothing_about_the_images(app, make_study):
     ]  # fmt: skip
     assert main_answers and all(set(a) == {"trial_id", "received_at"} for a in main_answers)
 
-    # Image URLs are opaque ids of one length; each image's headers are the same but its length.
+    # Image URLs are opaque ids of one length; every image gets the very same headers,
+    # Content-Length included (each is padded to the study's one length).
     images = [ex for ex in log if ex.url.startswith("/i/")]
     assert len(images) == len(final["trials"])
     assert {len(ex.url) for ex in images} == {len(images[0].url)}
     assert all(identifiers.PUBLIC_ID.fullmatch(ex.url[3:-4]) for ex in images)
-    header_sets = {tuple(sorted((k, v) for k, v in ex.headers.items() if k != "Content-Length"))
-                   for ex in images}  # fmt: skip
-    assert header_sets == {tuple(sorted(participant.IMAGE_HEADERS.items()))}
+    header_sets = {tuple(sorted(ex.headers.items())) for ex in images}
+    assert len(header_sets) == 1, header_sets
+    assert set(participant.IMAGE_HEADERS.items()) <= set(images[0].headers.items())
+    assert {len(ex.body) for ex in images} == {int(images[0].headers["Content-Length"])}
 
     # Every PNG has the same size, mode and header chunk, and nothing but pixels in it.
     shapes, headers = set(), set()
     for ex in images:
         chunks = png_chunks(ex.body)
         kinds = [kind for kind, _ in chunks]
-        assert kinds[0] == "IHDR" and kinds[-1] == "IEND" and set(kinds) == {"IHDR", "IDAT", "IEND"}
+        assert kinds[0] == "IHDR" and kinds[-2:] == [PAD_CHUNK, "IEND"]
+        assert set(kinds) == {"IHDR", "IDAT", PAD_CHUNK, "IEND"} and not any(chunks[-2][1])
         headers.add(chunks[0][1])
         with PILImage.open(io.BytesIO(ex.body)) as img:
             shapes.add((img.size, img.mode, tuple(sorted(img.info))))
@@ -774,11 +778,11 @@ def test_image_urls_refuse_path_traversal_and_file_names(app, make_study, monkey
     token = join(client, client_id="me-3").json["token"]
     trial = session(client, token)["trials"][0]
     opened: list[str] = []
-    real_image_path = participant.image_path
+    real_read = participant.read_verified
     monkeypatch.setattr(
         participant,
-        "image_path",
-        lambda stimdir, sha: opened.append(sha) or real_image_path(stimdir, sha),
+        "read_verified",
+        lambda store, sha: opened.append(sha) or real_read(store, sha),
     )
     with app.app_context():
         sha256 = db.session.scalar(select(Image.sha256).limit(1))

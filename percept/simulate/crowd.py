@@ -2,11 +2,11 @@
 
 Each simulated participant signs up, loads their session, downloads every
 image, answers, and completes, through the public participant API. To answer
-they "look" at the image bytes: the image's sha256 is looked up in the
-stimulus folder (its manifest and, for demo sets, ground_truth.csv), which
-gives the latent realness a person would perceive: 1 for real photographs,
-2 * planted_realism - 1 for a model's fakes, -3 for catch images. They answer
-"real" with probability
+they "look" at the image bytes: the image's sha256 (of the stimulus file, once
+the study's padding is taken off) is looked up in the stimulus folder (its
+manifest and, for demo sets, ground_truth.csv), which gives the latent realness
+a person would perceive: 1 for real photographs, 2 * planted_realism - 1 for a
+model's fakes, -3 for catch images. They answer "real" with probability
 
     lapse / 2 + (1 - lapse) * Phi(skill * realness - bias)
 
@@ -36,6 +36,7 @@ from pathlib import Path
 
 from percept.errors import PerceptError
 from stimuli.manifest import MANIFEST, read_csv, read_manifest
+from stimuli.padding import unpad_png
 
 FRAME_MS = 1000 / 60
 # Sent as the participant's user agent, so that every export, `percept human` and the
@@ -80,6 +81,14 @@ class Conditions:
 
 class Dropped(Exception):
     """A request the simulated network lost."""
+
+
+def stimulus_bytes(served: bytes) -> bytes:
+    """The stimulus file inside a served image: the study pads each to one byte length."""
+    try:
+        return unpad_png(served)
+    except ValueError:
+        return served  # a server from before the padding
 
 
 def realness_table(stimdir: Path) -> dict[str, float]:
@@ -179,7 +188,7 @@ def run_person(
     sent: list[tuple[int, dict]] = []
     for i, trial in enumerate(trials[:stop_at]):
         image = call("GET", trial["image"]).content
-        realness = table.get(hashlib.sha256(image).hexdigest())
+        realness = table.get(hashlib.sha256(stimulus_bytes(image)).hexdigest())
         if realness is None:
             raise PerceptError(
                 f"{trial['image']}: an image the stimulus folder does not list; "

@@ -171,7 +171,8 @@ def run_load(
         STUDY.format(stimuli=stimdir.resolve(), trials=trials // 2, target=participants)
     )
     config = load_config(config_file)
-    app = create_app({"SQLALCHEMY_DATABASE_URI": db_url})
+    image_store = (workdir / "images").resolve()
+    app = create_app({"SQLALCHEMY_DATABASE_URI": db_url, "IMAGE_STORE": str(image_store)})
     upgrade_schema(app)
     with app.app_context():
         create_study(config)
@@ -205,7 +206,9 @@ def run_load(
     )
     started = time.monotonic()
     stop = threading.Event()
-    with Server(db_url, workdir / "gunicorn.log", workers=workers, threads=threads) as server:
+    with Server(
+        db_url, workdir / "gunicorn.log", workers=workers, threads=threads, image_store=image_store
+    ) as server:
         server.wait()
         killed = killer(server, kill_every_s, stop, seed)
         try:

@@ -23,7 +23,10 @@ def free_port() -> int:
 
 
 class Server:
-    """gunicorn serving `app` (study_server.wsgi:app) on a free local port, stopped on exit."""
+    """gunicorn serving `app` (study_server.wsgi:app) on a free local port, stopped on exit.
+
+    `image_store`: the IMAGE_STORE the studies were created with (default: the app's own).
+    """
 
     def __init__(
         self,
@@ -33,10 +36,13 @@ class Server:
         workers: int = 2,
         threads: int = 4,
         app: str = "study_server.wsgi:app",
+        image_store: Path | None = None,
     ):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = {**os.environ, "DATABASE_URL": db_url, "SECRET_KEY": secrets.token_hex(32)}
+        if image_store is not None:
+            env["PERCEPT_IMAGE_STORE"] = str(Path(image_store).resolve())
         # The app's own production config, found without importing the app into this process.
         config = Path(importlib.util.find_spec("study_server").origin).with_name("gunicorn.conf.py")
         self.log = open(log, "w")  # noqa: SIM115 (closed in stop)
