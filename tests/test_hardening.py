@@ -185,11 +185,15 @@ def kill_backends(db_url: str) -> int:
 
 @pytest.fixture
 def postgres_app(app, db_url):
-    if not db_url.startswith("postgresql"):
-        pytest.skip("killing server connections needs PostgreSQL")
+    assert db_url.startswith("postgresql")
     return app
 
 
+# Killing the server's connections needs a database server: these run on PostgreSQL only.
+ON_POSTGRES = pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+
+
+@ON_POSTGRES
 def test_a_connection_dropped_while_idle_is_replaced(postgres_app, db_url, make_study):
     app = postgres_app
     make_study()
@@ -201,6 +205,7 @@ def test_a_connection_dropped_while_idle_is_replaced(postgres_app, db_url, make_
     assert client.get("/api/v1/session", headers=auth(token)).status_code == 200
 
 
+@ON_POSTGRES
 def test_a_read_whose_connection_drops_midway_is_retried(postgres_app, db_url, make_study):
     app = postgres_app
     make_study()
