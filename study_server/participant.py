@@ -23,11 +23,21 @@ from study_server.assignment import (
     ClientInfo,
     Identity,
     assign,
+    ensure_trials,
     hash_token,
-    resume,
+    resumed_state,
 )
-from study_server.db import db, utcnow
-from study_server.identifiers import ID_TEXT, MTURK_HOSTS, MTURK_PREVIEW, PLATFORM_FIELDS, PUBLIC_ID
+from study_server.db import db
+from study_server.identifiers import (
+    ID_TEXT,
+    MTURK_HOSTS,
+    MTURK_PREVIEW,
+    MTURK_WORKER_ID,
+    PLATFORM_FIELDS,
+    PROLIFIC_ID,
+    PUBLIC_ID,
+)
+from study_server.limits import limiter, log_signup_breach, signup_limit
 from study_server.models import Image, Participant, Response, Study, Token, Trial
 from study_server.responses import (
     ResponseError,
@@ -38,6 +48,7 @@ from study_server.responses import (
     validate,
     withdraw,
 )
+from study_server.staircase import next_exposure
 from study_server.studies import find_study, study_config
 
 bp = Blueprint("participant", __name__)
@@ -119,10 +130,12 @@ def study_or_404(slug: str) -> Study:
 
 
 @bp.post("/api/v1/studies/<slug>/participants")
+@limiter.limit(signup_limit, on_breach=log_signup_breach)
 def create_participant(slug: str):
     body = json_body()
     study = study_or_404(slug)
-    platform = study_config(study).recruitment.platform
+    recruitment = study_config(study).recruitment
+    platform = recruitment.platform
     fields = PLATFORM_FIELDS[platform]
     unknown = sorted(set(body) - {*fields, "consent", "screen", "user_agent"})
     if unknown:
@@ -141,6 +154,13 @@ def create_participant(slug: str):
                 raise ApiError(400, "missing_field", f"{name} is required for an MTurk study")
         if not MTURK_HOSTS.match(ids["turk_submit_to"]):
             raise ApiError(400, "bad_field", "turk_submit_to must be MTurk's own submit host")
+    if recruitment.check_platform_ids:
+        if platform == "prolific" and not PROLIFIC_ID.fullmatch(ids["prolific_pid"]):
+            raise ApiError(400, "bad_field", "prolific_pid must be a Prolific id (24 hex digits)")
+        if platform == "mturk" and not MTURK_WORKER_ID.fullmatch(ids["worker_id"]):
+            raise ApiError(
+                400, "bad_field", "worker_id must be an MTurk worker id (A, then 12+ A-Z/0-9)"
+            )
     identity = Identity(
         platform_pid=ids.get("prolific_pid") or ids.get("worker_id") or ids.get("client_id"),
         platform_study_id=ids.get("study_id"),
@@ -152,8 +172,10 @@ def create_participant(slug: str):
     try:
         participant, token, resumed = assign(study, identity, client)
     except AssignmentError as e:
-        raise ApiError(409, e.code, str(e)) from None
-    return jsonify(token=token, state=participant.state, resumed=resumed), 200 if resumed else 201
+        raise ApiError(e.status, e.code, str(e)) from None
+    return jsonify(token=token, state=shown_state(participant), resumed=resumed), (
+        200 if resumed else 201
+    )
 
 
 def _id_text(body: dict[str, Any], name: str) -> str | None:
@@ -189,15 +211,18 @@ def _client_info(body: dict[str, Any]) -> ClientInfo:
 
 @bp.get("/api/v1/session")
 def get_session():
+    """The session; reading it keeps no place alive (only answers do)."""
     participant = current_participant()
-    if participant.state not in ("completed", "returned"):
-        resume(participant, utcnow())
-        db.session.commit()
+    ensure_trials(participant)
     return jsonify(session_json(participant))
 
 
 def session_json(participant: Participant) -> dict[str, Any]:
-    """What the trial runner needs, and nothing that tells real from fake."""
+    """What the trial runner needs, and nothing that tells real from fake.
+
+    Every trial has the same keys whatever its kind; only an instructed attention
+    check has a non-null `instruction` (the text a person must read to pass it).
+    """
     study = participant.study
     config = study_config(study)
     rows = db.session.execute(
@@ -209,21 +234,20 @@ def session_json(participant: Participant) -> dict[str, Any]:
     ).all()
     trials = []
     for trial, public_id, answered in rows:
-        item: dict[str, Any] = {
-            "id": trial.id,
-            "position": trial.position,
-            "block": trial.block,
-            "image": f"/i/{public_id}.png",
-            "exposure_ms": trial.planned_exposure_ms,
-            "answered": answered,
-        }
-        if trial.kind == "instructed":
-            item["instruction"] = trial.expected
-        if trial.planned_exposure_ms is None and is_adaptive(trial, config):
-            item["adaptive"] = True
-        trials.append(item)
+        trials.append(
+            {
+                "id": trial.id,
+                "position": trial.position,
+                "block": trial.block,
+                "image": f"/i/{public_id}.png",
+                "exposure_ms": trial.planned_exposure_ms,
+                "answered": answered,
+                "instruction": trial.expected if trial.kind == "instructed" else None,
+                "adaptive": is_adaptive(trial, config),
+            }
+        )
     data: dict[str, Any] = {
-        "state": participant.state,
+        "state": shown_state(participant),
         "study": {
             "slug": study.slug,
             "title": study.title,
@@ -248,12 +272,24 @@ def session_json(participant: Participant) -> dict[str, Any]:
             },
             "practice_feedback": config.practice.feedback,
         },
-        "staircase_ms": participant.staircase_ms,
+        "next_exposure_ms": (
+            next_exposure(participant, config.timing.staircase)
+            if config.timing.mode == "staircase"
+            else None
+        ),
         "trials": trials,
     }
     if participant.state == "completed":
         data["completion"] = completion_json(participant)
     return data
+
+
+def shown_state(participant: Participant) -> str:
+    """The state a participant is told: an abandoned session shows what its next answer
+    makes it (reading the session changes nothing)."""
+    if participant.state == "abandoned":
+        return resumed_state(participant)
+    return participant.state
 
 
 def completion_json(participant: Participant) -> dict[str, Any]:
@@ -286,7 +322,9 @@ def put_response(trial_id: int):
     if done.block == "practice" and config.practice.feedback:
         data["feedback"] = {"correct": done.correct}
     if config.timing.mode == "staircase":
-        data["staircase_ms"] = done.staircase_ms
+        # Only what the next trial needs: its exposure, from the staircase dealt to it
+        # (never the one this answer stepped; docs/api.md says what that reveals).
+        data["next_exposure_ms"] = next_exposure(participant, config.timing.staircase)
     return jsonify(data), 200
 
 

@@ -113,6 +113,9 @@ def app(db_url):
             "SECRET_KEY": "test-secret-key-0123456789",
             "ADMIN_PASSWORD": "secret-admin",
             "TESTING": True,
+            # Every test client comes from 127.0.0.1: the per-address limits have their
+            # own tests (tests/test_limits.py), which switch them on.
+            "RATELIMIT_ENABLED": False,
         }
     )
     yield app

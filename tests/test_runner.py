@@ -207,7 +207,7 @@ def test_mturk_session_by_buttons(app, make_study, live_server, page):
     page.goto(f"{live_server}/s/t?{preview}")
     wait_screen(page, "preview")
     link = (
-        f"{live_server}/s/t?workerId=W123&assignmentId=A456&hitId=H1"
+        f"{live_server}/s/t?workerId=A1B2C3D4E5F6G7&assignmentId=A456&hitId=H1"
         "&turkSubmitTo=https%3A%2F%2Fworkersandbox.mturk.com"
     )
     start(page, link)
