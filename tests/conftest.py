@@ -153,6 +153,9 @@ trials = 4
 catch_trials = 2
 instructed_trials = 1
 
+[exclusions]
+{exclusions}
+
 [recruitment]
 platform = "{platform}"
 target_per_model = {target}
@@ -173,6 +176,9 @@ def write_study_config(
     platform: str = "link",
     target: int = 3,
     extra: str = "",
+    # Test clients answer at once, which the pacing rule takes for a bot: off unless a
+    # test asks for it (exclusions="" keeps the derived default).
+    exclusions: str = "max_answers_per_second = 0",
 ) -> Path:
     """A small study config file (few trials, two models) for tests."""
     path = folder / f"{slug}.toml"
@@ -188,6 +194,7 @@ def write_study_config(
             platform=platform,
             target=target,
             extra=extra,
+            exclusions=exclusions,
         )
     )
     return path

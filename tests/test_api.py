@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from datetime import timedelta
+from itertools import pairwise
 
 import pytest
 from participants import STAIRCASE, answer, auth, join, session
@@ -367,7 +368,7 @@ def test_interleaved_staircases_step_on_the_server(app, make_study):
             expected[trial_id], kind[trial_id], stair[trial_id] = right, k, s
     dealt = [stair[t["id"]] for t in main]
     assert set(dealt) == {0, 1, 2}  # three staircases by default
-    assert all(a != b for a, b in zip(dealt, dealt[1:], strict=False)), "same one twice"
+    assert all(a != b for a, b in pairwise(dealt)), "the same staircase twice in a row"
 
     def respond(trial, right: bool, exposure=None, **extra):
         choice = (
