@@ -30,7 +30,6 @@ from werkzeug.wrappers import Response
 
 from study_server import dashboard
 from study_server.db import db, utcnow
-from study_server.limits import admin_login_limit, failed_login, limiter, log_login_breach
 from study_server.models import AdminSession, Study
 from study_server.studies import find_study
 
@@ -128,15 +127,11 @@ def admin_headers(response: Response) -> Response:
 
 
 @bp.route("/login", methods=["GET", "POST"])
-@limiter.limit(
-    admin_login_limit,
-    methods=["POST"],
-    deduct_when=failed_login,
-    on_breach=log_login_breach,
-    error_message="Too many wrong passwords from your address; try again later.",
-)
 def login():
-    """The login form; a right password starts an admin session."""
+    """The login form; a right password starts an admin session.
+
+    Wrong passwords count towards a per-address lockout (study_server/limits.py).
+    """
     hashed = password_hash()
     next_url = request.values.get("next")
     if hashed is None:

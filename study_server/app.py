@@ -86,14 +86,13 @@ def create_app(config: Mapping[str, Any] | None = None, instance_path: str | Non
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=int(app.config["TRUSTED_PROXIES"]))
 
     from study_server import admin, participant
-    from study_server.limits import limiter
-
-    limiter.init_app(app)
+    from study_server.limits import init_limits
 
     app.register_blueprint(participant.bp)
     app.register_blueprint(admin.bp)
     admin.csrf.init_app(app)
     admin.csrf.exempt(participant.bp)
+    init_limits(app)
     return app
 
 

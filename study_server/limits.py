@@ -13,7 +13,7 @@ address they put in X-Forwarded-For (werkzeug's ProxyFix, set up in create_app).
 
 from __future__ import annotations
 
-from flask import current_app, request
+from flask import Flask, current_app, request
 from flask_limiter import Limiter, RequestLimit
 from werkzeug.wrappers import Response
 
@@ -23,7 +23,26 @@ def client_address() -> str:
     return request.remote_addr or "unknown"
 
 
-limiter = Limiter(key_func=client_address, strategy="moving-window")
+def init_limits(app: Flask) -> Limiter:
+    """This app's own limiter (its counters, its settings) on sign-up and admin login.
+
+    One per app, not one per module: every app made in a process (tests make many)
+    keeps its own counters and its own RATELIMIT_ENABLED.
+    """
+    limiter = Limiter(client_address, app=app, strategy="moving-window")
+    views = app.view_functions
+    signup = "participant.create_participant"
+    views[signup] = limiter.limit(signup_limit, on_breach=log_signup_breach)(views[signup])
+    views["admin.login"] = limiter.limit(
+        admin_login_limit,
+        methods=["POST"],
+        deduct_when=failed_login,
+        on_breach=log_login_breach,
+        error_message="Too many wrong passwords from your address; try again later.",
+    )(views["admin.login"])
+    # The decorators hold the limiter weakly: the app keeps it alive.
+    app.extensions["percept_limiter"] = limiter
+    return limiter
 
 
 def signup_limit() -> str:

@@ -37,7 +37,6 @@ from study_server.identifiers import (
     PROLIFIC_ID,
     PUBLIC_ID,
 )
-from study_server.limits import limiter, log_signup_breach, signup_limit
 from study_server.models import Image, Participant, Response, Study, Token, Trial
 from study_server.responses import (
     ResponseError,
@@ -130,8 +129,8 @@ def study_or_404(slug: str) -> Study:
 
 
 @bp.post("/api/v1/studies/<slug>/participants")
-@limiter.limit(signup_limit, on_breach=log_signup_breach)
 def create_participant(slug: str):
+    """Sign up or resume; limited per address (study_server/limits.py) and per study."""
     body = json_body()
     study = study_or_404(slug)
     recruitment = study_config(study).recruitment
