@@ -102,9 +102,11 @@ def exclusion_reasons(stats: ParticipantStats, config: StudyConfig) -> list[str]
         )
     if stats.median_rt_ms is not None and stats.median_rt_ms < rules.min_median_rt_ms:
         reasons.append(f"median RT {stats.median_rt_ms:.0f} ms (min {rules.min_median_rt_ms} ms)")
+    # By arrival time, ties in trial order (a stable sort, as the analysis does).
+    arrivals = sorted(stats.arrivals, key=lambda a: a[0])
     reason = too_fast(
-        [t for t, _ in sorted(stats.arrivals)],
-        [min_duration_ms(config.timing, e) for _, e in sorted(stats.arrivals)],
+        [t for t, _ in arrivals],
+        [min_duration_ms(config.timing, e) for _, e in arrivals],
         rules.max_answers_per_second,
         rules.min_session_seconds,
     )
