@@ -38,7 +38,7 @@ def defaults(instance_path: str) -> dict[str, Any]:
         # memory unless RATELIMIT_STORAGE_URI names a shared store.
         "RATELIMIT_STORAGE_URI": "memory://",
         "RATELIMIT_HEADERS_ENABLED": True,
-        "SIGNUP_LIMIT": "10 per minute;50 per hour",
+        "SIGNUP_LIMIT": "5 per minute;20 per hour",
         "ADMIN_LOGIN_LIMIT": "5 per minute;20 per hour;100 per day",
         # Proxies in front of gunicorn whose X-Forwarded-For names the client (nginx: 1).
         "TRUSTED_PROXIES": 0,
@@ -80,10 +80,6 @@ def create_app(config: Mapping[str, Any] | None = None, instance_path: str | Non
 
     db.init_app(app)
     migrate.init_app(app, db, directory=MIGRATIONS)
-    if app.config["TRUSTED_PROXIES"]:
-        # Behind nginx the TCP peer is the proxy: take the client from the last
-        # X-Forwarded-For entries the trusted proxies added (never from the client's own).
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=int(app.config["TRUSTED_PROXIES"]))
 
     from study_server import admin, participant
     from study_server.limits import init_limits
@@ -93,6 +89,11 @@ def create_app(config: Mapping[str, Any] | None = None, instance_path: str | Non
     admin.csrf.init_app(app)
     admin.csrf.exempt(participant.bp)
     init_limits(app)
+    if app.config["TRUSTED_PROXIES"]:
+        # Behind nginx the TCP peer is the proxy: take the client from the last
+        # X-Forwarded-For entries the trusted proxies added (never from the client's own).
+        # Outermost, so that the limits see the client's address.
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=int(app.config["TRUSTED_PROXIES"]))
     return app
 
 

@@ -13,6 +13,11 @@ address they put in X-Forwarded-For (werkzeug's ProxyFix, set up in create_app).
 
 from __future__ import annotations
 
+import json
+import math
+import time
+from typing import Any
+
 from flask import Flask, current_app, request
 from flask_limiter import Limiter, RequestLimit
 from werkzeug.wrappers import Response
@@ -42,6 +47,9 @@ def init_limits(app: Flask) -> Limiter:
     )(views["admin.login"])
     # The decorators hold the limiter weakly: the app keeps it alive.
     app.extensions["percept_limiter"] = limiter
+    box = PenaltyBox(app.wsgi_app)
+    app.wsgi_app = box
+    app.extensions["percept_penalty_box"] = box
     return limiter
 
 
@@ -64,13 +72,89 @@ def failed_login(response: Response) -> bool:
     return response.status_code == 401
 
 
+class PenaltyBox:
+    """WSGI middleware: an address the limiter refused a sign-up is refused again here,
+    before Flask, until its limit resets.
+
+    A flood of sign-ups from one address then costs the worker a dictionary lookup per
+    request instead of a trip through Flask and the limiter, which leaves the worker's
+    time to the participants' answers (benchmarks/flood.py). Per worker, like the
+    limiter's memory storage.
+    """
+
+    BODY = json.dumps(
+        {"error": "too_many_requests", "message": "too many sign-ups from your address"}
+    ).encode()
+
+    def __init__(self, wsgi_app: Any):
+        self.wsgi_app = wsgi_app
+        self.until: dict[str, float] = {}
+
+    def hold(self, address: str, seconds: float) -> None:
+        if len(self.until) > 100_000:
+            self.until.clear()  # bounded: the limiter still refuses whoever comes back
+        self.until[address] = time.monotonic() + seconds
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        path = environ.get("PATH_INFO", "")
+        if (
+            environ.get("REQUEST_METHOD") == "POST"
+            and path.startswith("/api/v1/studies/")
+            and path.endswith("/participants")
+        ):
+            left = self.until.get(environ.get("REMOTE_ADDR") or "unknown", 0) - time.monotonic()
+            if left > 0:
+                start_response(
+                    "429 TOO MANY REQUESTS",
+                    [
+                        ("Content-Type", "application/json"),
+                        ("Content-Length", str(len(self.BODY))),
+                        ("Retry-After", str(math.ceil(left))),
+                        # A flooding client must connect again for each try: its loop
+                        # slows down, and keeps no worker connection busy.
+                        ("Connection", "close"),
+                    ],
+                )
+                return [self.BODY]
+        return self.wsgi_app(environ, start_response)
+
+
 def log_signup_breach(limit: RequestLimit) -> None:
-    current_app.logger.warning(
-        "sign-up rate limit %s reached by %s (%s)", limit.limit, client_address(), request.path
-    )
+    box = current_app.extensions.get("percept_penalty_box")
+    if box is not None:
+        box.hold(client_address(), max(1.0, limit.reset_at - time.time()))
+    if first_in_a_while("signup"):
+        current_app.logger.warning(
+            "sign-up rate limit %s reached by %s (%s); further refusals of this address "
+            "are not logged for a minute",
+            limit.limit,
+            client_address(),
+            request.path,
+        )
 
 
 def log_login_breach(limit: RequestLimit) -> None:
-    current_app.logger.warning(
-        "admin login locked out for %s after failed passwords (%s)", client_address(), limit.limit
-    )
+    if first_in_a_while("login"):
+        current_app.logger.warning(
+            "admin login locked out for %s after failed passwords (%s)",
+            client_address(),
+            limit.limit,
+        )
+
+
+# When each (kind, address) was last logged in this worker: a flood of refused requests
+# must not become a flood of log lines.
+_LOGGED: dict[tuple[str, str], float] = {}
+LOG_EVERY_S = 60.0
+
+
+def first_in_a_while(kind: str) -> bool:
+    """True at most once a minute per kind and address (per worker)."""
+    now = time.monotonic()
+    key = (kind, client_address())
+    if now - _LOGGED.get(key, -LOG_EVERY_S) < LOG_EVERY_S:
+        return False
+    if len(_LOGGED) > 10_000:
+        _LOGGED.clear()
+    _LOGGED[key] = now
+    return True

@@ -82,7 +82,7 @@ class Server:
             try:
                 requests.get(f"{self.url}/api/v1/session", timeout=2)
                 return
-            except requests.ConnectionError:
+            except requests.RequestException:  # not up yet, or too busy to answer in time
                 time.sleep(0.2)
         raise PerceptError(f"gunicorn did not answer within {timeout:.0f} s; see {self.log.name}")
 
