@@ -222,7 +222,12 @@ PARTICIPANT_COLUMNS = (
         "`abandoned` (idle too long) or `returned` (withdrew).",
     ),
     Column("created_at", "timestamp", "Sign-up time, ISO 8601 in UTC (`Z`)."),
-    Column("last_seen_at", "timestamp", "Last request of the participant, ISO 8601 in UTC (`Z`)."),
+    Column(
+        "last_seen_at",
+        "timestamp",
+        "The participant's last answer, completion or return (sign-up time before any), "
+        "ISO 8601 in UTC (`Z`); reading the session does not count.",
+    ),
     Column(
         "completed_at",
         "timestamp",
