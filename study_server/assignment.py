@@ -91,8 +91,6 @@ def assign(study: Study, identity: Identity, client: ClientInfo) -> tuple[Partic
     existing = find_existing(study, config, identity)
     if existing is None:
         check_signup_rate(study, config, now)
-        mark_abandoned(study, config, now)
-        db.session.commit()
         existing, participant = new_participant(study, config, identity, client, now)
     if existing is not None:
         resume(existing)
@@ -122,8 +120,9 @@ def new_participant(
 ) -> tuple[Participant | None, Participant | None]:
     """(existing, None) when the id signed up meanwhile, else (None, the new participant).
 
-    Counting places and inserting the newcomer is one step under the study's write
-    lock (a row lock on PostgreSQL, the database write lock on SQLite), committed at once.
+    Freeing idle places, counting places and inserting the newcomer are one step under
+    the study's write lock (a row lock on PostgreSQL, the database write lock on
+    SQLite), committed at once; a full study rolls it all back.
     """
     db.session.execute(
         update(Study).where(Study.id == study.id).values(assignments=Study.assignments + 1)
@@ -131,8 +130,9 @@ def new_participant(
     # Under the lock: a concurrent sign-up of the same id has committed by now.
     existing = find_existing(study, config, identity)
     if existing is not None:
-        db.session.commit()
+        db.session.rollback()  # nothing to count: release the lock, change nothing
         return existing, None
+    mark_abandoned(study, config, now)
     seed = secrets.randbelow(2**31)
     try:
         generators = least_filled(study, config, random.Random(seed))
