@@ -15,7 +15,7 @@ from sqlalchemy import delete, exists, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import joinedload
 
-from study_server.assignment import ensure_trials, resumed_state
+from study_server.assignment import resumed_state
 from study_server.db import db, utcnow
 from study_server.models import Participant, Response, Trial
 from study_server.studies import study_config
@@ -201,7 +201,11 @@ def complete(participant: Participant) -> str:
         return participant.completion_code or ""
     if participant.state == "returned":
         raise ResponseError(409, "session_closed", f"this session is {participant.state}")
-    ensure_trials(participant)  # no trial list yet must not mean "nothing is missing"
+    has_trials = db.session.scalar(
+        select(Trial.id).where(Trial.participant_id == participant.id).limit(1)
+    )
+    if has_trials is None:  # the trial list is made when the session is first read
+        raise ResponseError(409, "incomplete", "no trial is answered yet")
     missing = db.session.scalar(
         select(func.count())
         .select_from(Trial)
