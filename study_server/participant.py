@@ -73,10 +73,17 @@ def error(status: int, code: str, message: str):
     return jsonify(error=code, message=message), status
 
 
+# A study past its newcomers per minute: try again after this many seconds.
+BUSY_RETRY_S = 10
+
+
 @bp.app_errorhandler(ApiError)
 def api_error(e: ApiError):
     db.session.rollback()
-    return error(e.status, e.code, str(e))
+    response, status = error(e.status, e.code, str(e))
+    if status == 429:
+        response.headers["Retry-After"] = str(BUSY_RETRY_S)
+    return response, status
 
 
 @bp.app_errorhandler(ResponseError)
