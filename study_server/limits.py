@@ -142,19 +142,18 @@ def log_login_breach(limit: RequestLimit) -> None:
         )
 
 
-# When each (kind, address) was last logged in this worker: a flood of refused requests
-# must not become a flood of log lines.
-_LOGGED: dict[tuple[str, str], float] = {}
 LOG_EVERY_S = 60.0
 
 
 def first_in_a_while(kind: str) -> bool:
-    """True at most once a minute per kind and address (per worker)."""
+    """True at most once a minute per kind and address (per app, in each worker): a flood
+    of refused requests must not become a flood of log lines."""
+    logged = current_app.extensions.setdefault("percept_limit_logs", {})
     now = time.monotonic()
     key = (kind, client_address())
-    if now - _LOGGED.get(key, -LOG_EVERY_S) < LOG_EVERY_S:
+    if now - logged.get(key, -LOG_EVERY_S) < LOG_EVERY_S:
         return False
-    if len(_LOGGED) > 10_000:
-        _LOGGED.clear()
-    _LOGGED[key] = now
+    if len(logged) > 10_000:
+        logged.clear()
+    logged[key] = now
     return True
