@@ -54,6 +54,13 @@ def test_a_bot_is_excluded_by_the_dashboard_the_export_and_percept_human(app, ma
         write_export(tmp_path / "export", slug="t")
     ((_, reasons),) = excluded.items()
     assert any("faster than the trials can be shown" in r for r in reasons), reasons
+    # The study page says so too.
+    admin = app.test_client()
+    page = admin.get("/admin/login").text
+    csrf = page.split('name="csrf_token" value="', 1)[1].split('"', 1)[0]
+    admin.post("/admin/login", data={"csrf_token": csrf, "password": "secret-admin"})
+    page = admin.get("/admin/studies/t").text
+    assert "faster than the trials can be shown" in page
     with open(tmp_path / "export" / "participants.csv") as f:
         (row,) = csv.DictReader(f)
     assert row["excluded"] == "true"
