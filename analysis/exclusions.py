@@ -36,6 +36,12 @@ class ExclusionRules:
     exclude_repeated_ids: bool = True
     # Trials the browser flagged, or whose display missed its frame target.
     exclude_invalid_trials: bool = True
+    # Pacing, from the server's arrival times (`received_at`): None derives the limit
+    # from each trial's `min_duration_ms` (nobody answers faster than fixation +
+    # exposure + mask); a number caps answers per second; 0 switches it off.
+    max_answers_per_second: float | None = None
+    # Participants whose main block, first to last answer, took fewer seconds (0: off).
+    min_session_seconds: float = 0.0
 
     @classmethod
     def from_study_config(cls, path: Path) -> ExclusionRules:
@@ -47,7 +53,13 @@ class ExclusionRules:
             raise PerceptError(f"{path}: file not found") from None
         except tomllib.TOMLDecodeError as e:
             raise PerceptError(f"{path}: not valid TOML ({e})") from None
-        known = {"max_attention_failures", "max_invalid_fraction", "min_median_rt_ms"}
+        known = {
+            "max_attention_failures",
+            "max_invalid_fraction",
+            "min_median_rt_ms",
+            "max_answers_per_second",
+            "min_session_seconds",
+        }
         unknown = sorted(set(table) - known)
         if unknown:
             raise PerceptError(f"{path}: exclusions.{unknown[0]}: unknown key")
@@ -69,6 +81,43 @@ def missed_frames(trials: pd.DataFrame) -> pd.Series:
     shown = trials["frames"].astype("float64")
     timed = planned.notna() & trials["frame_ms"].notna() & shown.notna()
     return timed & (shown != target)
+
+
+# As study_server.exclusions.PACE_MARGIN (a test keeps the two definitions together).
+PACE_MARGIN = 0.8
+
+
+def too_fast(person: pd.DataFrame, rules: ExclusionRules) -> str | None:
+    """Why one participant's answered main trials came faster than a person can answer.
+
+    The rule of study_server.exclusions.too_fast, on export columns: arrival times
+    `received_at` (the server's clock) and `min_duration_ms`. The span from the first
+    to the last arrival must be at least `min_session_seconds` and, by default, at
+    least PACE_MARGIN times the summed `min_duration_ms` of every answered trial but
+    the first (in arrival order); with `max_answers_per_second` set, (answers - 1) /
+    span may not exceed it.
+    """
+    if "received_at" not in person or len(person) < 2:
+        return None
+    person = person.sort_values("received_at", kind="stable")
+    arrivals = person["received_at"]
+    span = (arrivals.iloc[-1] - arrivals.iloc[0]).total_seconds()
+    if rules.min_session_seconds and span < rules.min_session_seconds:
+        return f"main block answered in {span:.1f} s (min {rules.min_session_seconds:g} s)"
+    if rules.max_answers_per_second is None:
+        if "min_duration_ms" not in person:
+            return None
+        least = PACE_MARGIN * float(person["min_duration_ms"].iloc[1:].sum()) / 1000
+        if span < least:
+            return (
+                f"{len(person)} answers in {span:.1f} s, faster than the trials can be "
+                f"shown (min {least:.1f} s)"
+            )
+    elif rules.max_answers_per_second:
+        rate = (len(person) - 1) / span if span > 0 else float("inf")
+        if rate > rules.max_answers_per_second:
+            return f"{rate:.1f} answers per second (max {rules.max_answers_per_second:g})"
+    return None
 
 
 def exclusions(trials: pd.DataFrame, rules: ExclusionRules) -> pd.DataFrame:
@@ -95,6 +144,7 @@ def exclusions(trials: pd.DataFrame, rules: ExclusionRules) -> pd.DataFrame:
     checks = main[main["kind"] != "stimulus"]
     failures = (~checks["correct"].astype(bool)).groupby(checks["participant_id"]).sum()
     median_rt = by_person["rt_ms"].median()
+    answered = dict(tuple(by_person))
     invalid_share = invalid.groupby(main["participant_id"]).mean()
     seen: set[str] = set()
     for pid, person in people.iterrows():
@@ -114,6 +164,9 @@ def exclusions(trials: pd.DataFrame, rules: ExclusionRules) -> pd.DataFrame:
         rt = median_rt.get(pid, np.nan)
         if rules.min_median_rt_ms is not None and rt < rules.min_median_rt_ms:
             exclude(pid, "fast", f"median RT {rt:.0f} ms (min {rules.min_median_rt_ms:g} ms)")
+        pace = too_fast(answered.get(pid, main.iloc[:0]), rules)
+        if pace:
+            exclude(pid, "pace", pace)
         share = invalid_share.get(pid, 0.0)
         if rules.max_invalid_fraction is not None and share > rules.max_invalid_fraction:
             exclude(

@@ -40,6 +40,11 @@ instructed_trials = 1
 fixation_ms = 500
 exposure_ms = 500
 
+[exclusions]
+# The simulated crowd answers without waiting for the trials to be shown, which the
+# pacing rule would take for a bot: switched off here only (docs/study-config.md).
+max_answers_per_second = 0
+
 [recruitment]
 platform = "link"
 target_per_model = {target}

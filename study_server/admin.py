@@ -7,9 +7,11 @@ Every page needs a login with the password whose werkzeug hash is ADMIN_PASSWORD
 
 from __future__ import annotations
 
+import hashlib
 import re
+import secrets
 import tempfile
-import time
+from datetime import timedelta
 
 from flask import (
     Blueprint,
@@ -23,12 +25,13 @@ from flask import (
     url_for,
 )
 from flask_wtf.csrf import CSRFProtect
+from sqlalchemy import update
 from werkzeug.security import check_password_hash
 from werkzeug.wrappers import Response
 
 from study_server import dashboard
-from study_server.db import utcnow
-from study_server.models import Study
+from study_server.db import db, utcnow
+from study_server.models import AdminSession, Study
 from study_server.studies import find_study
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
@@ -39,7 +42,7 @@ SESSION_KEY = "admin"
 # What a `next` after login may be: an admin path in printable ASCII.
 SAFE_PATH = re.compile(r"/admin/[!-~]*")
 WRONG_PASSWORD = "Wrong password."
-# An admin login lasts this long, then the password is asked again.
+# An admin login lasts this long at most, then the password is asked again.
 SESSION_SECONDS = 12 * 3600
 # Exports bigger than this spill from memory to a temporary file.
 EXPORT_IN_MEMORY = 32 * 1024 * 1024
@@ -51,16 +54,56 @@ def password_hash() -> str | None:
 
 
 def logged_in() -> bool:
-    """Whether this request's session belongs to an admin who logged in within the time limit.
+    """Whether this request's session is an open admin login.
 
-    The session stores only the login time. It is not tied to the password hash: a plain
-    PERCEPT_ADMIN_PASSWORD is hashed with a fresh salt in every gunicorn worker, so the
-    hashes differ between workers. Changing SECRET_KEY logs everyone out.
+    The cookie holds only a random login id; the login itself is a row of the
+    admin_session table. It counts while it is not ended (logout ends it), is younger
+    than SESSION_SECONDS, and was opened with the admin password configured now
+    (a changed password ends every older login). Changing SECRET_KEY logs everyone out.
     """
-    since = session.get(SESSION_KEY)
-    if password_hash() is None or not isinstance(since, int | float):
+    login_id = session.get(SESSION_KEY)
+    if password_hash() is None or not isinstance(login_id, str):
         return False
-    return 0 <= time.time() - since < SESSION_SECONDS
+    row = db.session.get(AdminSession, hash_login_id(login_id))
+    return (
+        row is not None
+        and row.ended_at is None
+        and row.password == current_app.config["ADMIN_PASSWORD_FINGERPRINT"]
+        and timedelta(0) <= utcnow() - row.created_at < timedelta(seconds=SESSION_SECONDS)
+    )
+
+
+def hash_login_id(login_id: str) -> str:
+    """What is stored of a login id: its sha256 (a database dump opens no admin session)."""
+    return hashlib.sha256(login_id.encode()).hexdigest()
+
+
+def start_login() -> None:
+    """Open a new admin login and put its id in the (signed) session cookie."""
+    login_id = secrets.token_urlsafe(32)
+    db.session.add(
+        AdminSession(
+            id=hash_login_id(login_id),
+            created_at=utcnow(),
+            password=current_app.config["ADMIN_PASSWORD_FINGERPRINT"],
+        )
+    )
+    db.session.commit()
+    session.clear()
+    session[SESSION_KEY] = login_id
+
+
+def end_login() -> None:
+    """End this cookie's admin login on the server, so a copy of the cookie is worthless."""
+    login_id = session.get(SESSION_KEY)
+    if isinstance(login_id, str):
+        db.session.execute(
+            update(AdminSession)
+            .where(AdminSession.id == hash_login_id(login_id), AdminSession.ended_at.is_(None))
+            .values(ended_at=utcnow())
+        )
+        db.session.commit()
+    session.clear()
 
 
 def safe_next(target: str | None) -> str:
@@ -92,7 +135,10 @@ def admin_headers(response: Response) -> Response:
 
 @bp.route("/login", methods=["GET", "POST"])
 def login():
-    """The login form; a right password starts an admin session."""
+    """The login form; a right password starts an admin session.
+
+    Wrong passwords count towards a per-address lockout (study_server/limits.py).
+    """
     hashed = password_hash()
     next_url = request.values.get("next")
     if hashed is None:
@@ -110,9 +156,9 @@ def login():
             current_app.logger.error("ADMIN_PASSWORD_HASH is not a werkzeug password hash")
             ok = False
         if ok:
-            session.clear()
-            session[SESSION_KEY] = int(time.time())
+            start_login()
             return redirect(safe_next(next_url))
+        current_app.logger.warning("admin login: wrong password from %s", request.remote_addr)
         error = WRONG_PASSWORD
     page = render_template("admin/login.html", disabled=False, error=error, next=next_url)
     return page, 401 if error else 200
@@ -120,8 +166,8 @@ def login():
 
 @bp.post("/logout")
 def logout():
-    """End the admin session."""
-    session.clear()
+    """End the admin login, here and for every copy of its cookie."""
+    end_login()
     return redirect(url_for("admin.login"))
 
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 from collections.abc import Mapping
 from typing import Any
 
 from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.security import generate_password_hash
 
 from percept.errors import PerceptError
@@ -35,6 +38,14 @@ def defaults(instance_path: str) -> dict[str, Any]:
         # None: not set by anyone, so check_config makes it follow PRODUCTION.
         "SESSION_COOKIE_SECURE": None,
         "WTF_CSRF_TIME_LIMIT": None,
+        # Abuse limits (study_server/limits.py, docs/deploy.md). Counters in each worker's
+        # memory unless RATELIMIT_STORAGE_URI names a shared store.
+        "RATELIMIT_STORAGE_URI": "memory://",
+        "RATELIMIT_HEADERS_ENABLED": True,
+        "SIGNUP_LIMIT": "5 per minute;20 per hour",
+        "ADMIN_LOGIN_LIMIT": "5 per minute;20 per hour;100 per day",
+        # Proxies in front of gunicorn whose X-Forwarded-For names the client (nginx: 1).
+        "TRUSTED_PROXIES": 0,
     }
 
 
@@ -75,6 +86,7 @@ def create_app(config: Mapping[str, Any] | None = None, instance_path: str | Non
     migrate.init_app(app, db, directory=MIGRATIONS)
 
     from study_server import admin, dbretry, headers, participant
+    from study_server.limits import init_limits
 
     app.register_blueprint(participant.bp)
     app.register_blueprint(admin.bp)
@@ -82,6 +94,12 @@ def create_app(config: Mapping[str, Any] | None = None, instance_path: str | Non
     admin.csrf.exempt(participant.bp)
     headers.init_app(app)
     dbretry.init_app(app)
+    init_limits(app)
+    if app.config["TRUSTED_PROXIES"]:
+        # Behind nginx the TCP peer is the proxy: take the client from the last
+        # X-Forwarded-For entries the trusted proxies added (never from the client's own).
+        # Outermost, so that the limits see the client's address.
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=int(app.config["TRUSTED_PROXIES"]))
     return app
 
 
@@ -101,6 +119,17 @@ def check_config(app: Flask) -> None:
     if app.config.get("SESSION_COOKIE_SECURE") is None:
         app.config["SESSION_COOKIE_SECURE"] = bool(app.config["PRODUCTION"])
     password = app.config.pop("ADMIN_PASSWORD", None)
-    if password and not app.config.get("ADMIN_PASSWORD_HASH"):
+    given_hash = app.config.get("ADMIN_PASSWORD_HASH")
+    if password and not given_hash:
         app.config["ADMIN_PASSWORD_HASH"] = generate_password_hash(password)
     app.config["ADMIN_PASSWORD"] = None
+    # The same in every worker (unlike the salted hash of a plain password): a new
+    # password gives a new fingerprint, which ends the admin logins opened with the old one.
+    secret = str(app.config.get("SECRET_KEY") or "")
+    source = f"hash:{given_hash}" if given_hash else f"password:{password or ''}"
+    app.config["ADMIN_PASSWORD_FINGERPRINT"] = hmac.new(
+        secret.encode(), source.encode(), hashlib.sha256
+    ).hexdigest()
+    proxies = app.config.get("TRUSTED_PROXIES")
+    if isinstance(proxies, bool) or not isinstance(proxies, int) or not 0 <= proxies <= 10:
+        raise PerceptError(f"TRUSTED_PROXIES must be a whole number 0-10, got {proxies!r}")

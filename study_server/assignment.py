@@ -12,11 +12,13 @@ import hashlib
 import random
 import secrets
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
 
+from study_server import staircase
 from study_server.db import db, utcnow
 from study_server.models import (
     ACTIVE_STATES,
@@ -34,11 +36,11 @@ from study_server.studyconfig import StudyConfig
 
 
 class AssignmentError(Exception):
-    """Why a participant cannot start: `code` is the API's error code."""
+    """Why a participant cannot start: `code` is the API's error code, `status` its HTTP status."""
 
-    def __init__(self, code: str, message: str):
+    def __init__(self, code: str, message: str, status: int = 409):
         super().__init__(message)
-        self.code = code
+        self.code, self.status = code, status
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,7 @@ class Planned:
     image_id: int
     expected: str
     planned_exposure_ms: float | None
+    staircase: int | None = None
 
 
 def hash_token(token: str) -> str:
@@ -78,40 +81,64 @@ def hash_token(token: str) -> str:
 def assign(study: Study, identity: Identity, client: ClientInfo) -> tuple[Participant, str, bool]:
     """(participant, new bearer token, resumed?) for someone opening the study.
 
-    Raises AssignmentError when the study is full or this identity may not go on.
-    Commits: concurrent callers are serialised on the study's row.
+    Raises AssignmentError when the study is full, busy (too many newcomers this
+    minute) or this identity may not go on. Commits. Only choosing the models is
+    serialised on the study's row (a few short queries); the trial list is made when
+    the session is first read (`ensure_trials`).
     """
     config = study_config(study)
-    # Taking the study's write lock first makes counting and inserting one atomic step
-    # (a row lock on PostgreSQL, the database write lock on SQLite).
+    now = utcnow()
+    existing = find_existing(study, config, identity)
+    if existing is None:
+        check_signup_rate(study, config, now)
+        existing, participant = new_participant(study, config, identity, client, now)
+    if existing is not None:
+        resume(existing)
+        update_attempt(existing, identity)
+        participant = existing
+    token = secrets.token_urlsafe(32)
+    db.session.add(new_token(token, participant, identity, now))
+    db.session.commit()
+    return participant, token, existing is not None
+
+
+def find_existing(study: Study, config: StudyConfig, identity: Identity) -> Participant | None:
+    """The session this platform id already has in the study, if any."""
+    if identity.platform_pid is None:
+        return None
+    return db.session.scalar(
+        select(Participant).where(
+            Participant.study_id == study.id,
+            Participant.platform == config.recruitment.platform,
+            Participant.platform_pid == identity.platform_pid,
+        )
+    )
+
+
+def new_participant(
+    study: Study, config: StudyConfig, identity: Identity, client: ClientInfo, now: datetime
+) -> tuple[Participant | None, Participant | None]:
+    """(existing, None) when the id signed up meanwhile, else (None, the new participant).
+
+    Freeing idle places, counting places and inserting the newcomer are one step under
+    the study's write lock (a row lock on PostgreSQL, the database write lock on
+    SQLite), committed at once; a full study rolls it all back.
+    """
     db.session.execute(
         update(Study).where(Study.id == study.id).values(assignments=Study.assignments + 1)
     )
-    now = utcnow()
-    token = secrets.token_urlsafe(32)
-    existing = None
-    if identity.platform_pid is not None:
-        existing = db.session.scalar(
-            select(Participant).where(
-                Participant.study_id == study.id,
-                Participant.platform == config.recruitment.platform,
-                Participant.platform_pid == identity.platform_pid,
-            )
-        )
+    # Under the lock: a concurrent sign-up of the same id has committed by now.
+    existing = find_existing(study, config, identity)
     if existing is not None:
-        try:
-            resume(existing, now)
-        except AssignmentError:
-            db.session.rollback()
-            raise
-        update_attempt(existing, identity)
-        db.session.add(new_token(token, existing, identity))
-        db.session.commit()
-        return existing, token, True
-
+        db.session.rollback()  # nothing to count: release the lock, change nothing
+        return existing, None
     mark_abandoned(study, config, now)
     seed = secrets.randbelow(2**31)
-    generators = least_filled(study, config, random.Random(seed))
+    try:
+        generators = least_filled(study, config, random.Random(seed))
+    except AssignmentError:
+        db.session.rollback()
+        raise
     participant = Participant(
         study=study,
         platform=config.recruitment.platform,
@@ -131,36 +158,79 @@ def assign(study: Study, identity: Identity, client: ClientInfo) -> tuple[Partic
         user_agent=client.user_agent,
         generators=generators,
     )
-    if config.timing.mode == "staircase":
-        participant.staircase_ms = float(config.timing.staircase.start_ms)
     db.session.add(participant)
-    db.session.add(new_token(token, participant, identity, now))
-    pools = image_pools(study, {g.dataset for g in generators})
-    for position, p in enumerate(plan_trials(config, generators, pools, seed)):
-        db.session.add(
-            Trial(
-                participant=participant,
-                position=position,
-                block=p.block,
-                kind=p.kind,
-                image_id=p.image_id,
-                expected=p.expected,
-                planned_exposure_ms=p.planned_exposure_ms,
-            )
-        )
     db.session.commit()
-    return participant, token, False
+    return None, participant
 
 
-def resume(participant: Participant, now: datetime) -> None:
-    """Let a returning participant go on with their own session, if it is still open."""
+def check_signup_rate(study: Study, config: StudyConfig, now: datetime) -> None:
+    """Refuse a newcomer (429) when the study took its cap of newcomers in the last minute.
+
+    Counted in the database, so the cap holds across workers; concurrent sign-ups may
+    pass it by a few. 0 switches it off.
+    """
+    cap = config.recruitment.max_signups_per_minute
+    if not cap:
+        return
+    recent = db.session.scalar(
+        select(func.count())
+        .select_from(Participant)
+        .where(Participant.study_id == study.id, Participant.created_at > now - MINUTE)
+    )
+    if recent >= cap:
+        raise AssignmentError(
+            "busy", "too many people are starting this study right now; try again shortly", 429
+        )
+
+
+MINUTE = timedelta(minutes=1)
+
+
+def ensure_trials(participant: Participant) -> None:
+    """Give the participant their trial list, if they have none yet (commits).
+
+    The list is a pure function of the seed, the models and the study's images, so
+    it is the same whenever it is made. Two requests making it at once: the first
+    insert stands, the other rolls back (unique participant + position).
+    """
+    has_trials = db.session.scalar(
+        select(Trial.id).where(Trial.participant_id == participant.id).limit(1)
+    )
+    if has_trials is not None or participant.state == "returned":
+        return
+    study = participant.study
+    config = study_config(study)
+    generators = participant.generators
+    pools = image_pools(study, {g.dataset for g in generators})
+    db.session.add_all(
+        Trial(
+            participant_id=participant.id,
+            position=position,
+            block=p.block,
+            kind=p.kind,
+            image_id=p.image_id,
+            expected=p.expected,
+            planned_exposure_ms=p.planned_exposure_ms,
+            staircase=p.staircase,
+        )
+        for position, p in enumerate(plan_trials(config, generators, pools, participant.seed))
+    )
+    try:
+        db.session.commit()
+    except IntegrityError:
+        db.session.rollback()
+
+
+def resume(participant: Participant) -> None:
+    """Let a returning participant go on with their own session, if it is still open.
+
+    Nothing changes: an abandoned session becomes active again with its next answer
+    (only answers keep or take back a place).
+    """
     if participant.state == "completed":
         raise AssignmentError("already_completed", "this study is already completed")
     if participant.state == "returned":
         raise AssignmentError("returned", "this session was returned and cannot go on")
-    if participant.state == "abandoned":
-        participant.state = resumed_state(participant)
-    participant.last_seen_at = now
 
 
 def new_token(
@@ -200,7 +270,10 @@ def resumed_state(participant: Participant) -> str:
 
 
 def mark_abandoned(study: Study, config: StudyConfig, now: datetime) -> None:
-    """Sessions idle past the timeout stop holding a place (they may still come back)."""
+    """Sessions without an answer for the idle timeout stop holding a place.
+
+    They may still come back: their next answer makes them active again.
+    """
     cutoff = now - timedelta(minutes=config.recruitment.idle_timeout_minutes)
     db.session.execute(
         update(Participant)
@@ -263,7 +336,8 @@ def plan_trials(
     datasets = sorted({g.dataset for g in generators})
     timing = config.timing
     # Staircase: practice runs at the starting exposure; main trials get theirs from the
-    # staircase when they are shown (None here), see responses.record.
+    # staircase when they are shown (None here), see responses.record. Attention checks
+    # are timed like every other trial, so nothing but an instruction tells them apart.
     exposure = {"fixed": float(timing.exposure_ms), "unlimited": None}.get(
         timing.mode, float(timing.staircase.start_ms)
     )
@@ -303,10 +377,15 @@ def plan_trials(
         main += [Planned("main", "stimulus", i, "real", main_exposure) for i in reals]
     attention = config.attention
     checks = draw(merged("catch", "fake"), attention.catch_trials + attention.instructed_trials)
-    main += [Planned("main", "catch", i, "fake", None) for i in checks[: attention.catch_trials]]
     main += [
-        Planned("main", "instructed", i, rng.choice(("real", "fake")), None)
+        Planned("main", "catch", i, "fake", main_exposure) for i in checks[: attention.catch_trials]
+    ]
+    main += [
+        Planned("main", "instructed", i, rng.choice(("real", "fake")), main_exposure)
         for i in checks[attention.catch_trials :]
     ]
     rng.shuffle(main)
+    if timing.mode == "staircase":
+        dealt = staircase.deal(rng, len(main), timing.staircase.interleaved)
+        main = [replace(p, staircase=s) for p, s in zip(main, dealt, strict=True)]
     return practice + main

@@ -142,13 +142,13 @@ def summarise(study: Study, now: datetime | None = None) -> StudySummary:
 
 def excluded_ids(study: Study) -> dict[int, list[str]]:
     """Completed participants whom the study's exclusion rules drop, with the reasons."""
-    rules = study_config(study).exclusions
+    config = study_config(study)
     completed = select(Participant.id).where(
         Participant.study_id == study.id, Participant.state == "completed"
     )
     out = {}
     for stats in participant_stats(completed):
-        reasons = exclusion_reasons(stats, rules)
+        reasons = exclusion_reasons(stats, config)
         if reasons:
             out[stats.participant_id] = reasons
     return out
@@ -209,7 +209,7 @@ def participants(
     rows = []
     for p in people:
         s = stats.get(p.id) or ParticipantStats(p.id)
-        reasons = exclusion_reasons(s, config.exclusions)
+        reasons = exclusion_reasons(s, config)
         rows.append(
             ParticipantRow(
                 id=p.id,

@@ -1,19 +1,27 @@
 """Per-participant quality numbers and the study's exclusion rules applied to them.
 
 Shared by the admin dashboard and the export, so both always agree on who is excluded.
+The pacing rule is also applied by `percept human` (analysis/exclusions.py, which may
+not import this package): both follow `too_fast` below, and tests/test_pacing.py checks
+that they agree.
 """
 
 from __future__ import annotations
 
 import statistics
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 
 from sqlalchemy import select
 
 from study_server.db import db
 from study_server.models import Response, Trial
-from study_server.studyconfig import Exclusions
+from study_server.studyconfig import StudyConfig, Timing
+
+# The derived pacing rule allows answers up to 1/0.8 = 1.25 times faster than the
+# runner can show trials: room for frame rounding and network jitter.
+PACE_MARGIN = 0.8
 
 
 @dataclass
@@ -25,6 +33,8 @@ class ParticipantStats:
     attention_failures: int = 0
     invalid_trials: int = 0
     median_rt_ms: float | None = None
+    # Server arrival times of the answered main trials, with each trial's planned exposure.
+    arrivals: list[tuple[datetime, float | None]] = field(default_factory=list)
 
     @property
     def invalid_fraction(self) -> float:
@@ -37,7 +47,15 @@ def participant_stats(participant_ids_query) -> Iterator[ParticipantStats]:
     Rows stream in participant order, so memory stays bounded by one participant's trials.
     """
     rows = db.session.execute(
-        select(Trial.participant_id, Trial.kind, Response.correct, Response.valid, Response.rt_ms)
+        select(
+            Trial.participant_id,
+            Trial.kind,
+            Response.correct,
+            Response.valid,
+            Response.rt_ms,
+            Response.received_at,
+            Trial.planned_exposure_ms,
+        )
         .outerjoin(Response, Response.trial_id == Trial.id)
         .where(Trial.participant_id.in_(participant_ids_query), Trial.block == "main")
         .order_by(Trial.participant_id, Trial.position)
@@ -45,7 +63,7 @@ def participant_stats(participant_ids_query) -> Iterator[ParticipantStats]:
     )
     stats: ParticipantStats | None = None
     rts: list[float] = []
-    for participant_id, kind, correct, valid, rt_ms in rows:
+    for participant_id, kind, correct, valid, rt_ms, received_at, exposure in rows:
         if stats is None or stats.participant_id != participant_id:
             if stats is not None:
                 yield _finish(stats, rts)
@@ -59,6 +77,7 @@ def participant_stats(participant_ids_query) -> Iterator[ParticipantStats]:
         stats.answered_main += 1
         stats.invalid_trials += not valid
         rts.append(rt_ms)
+        stats.arrivals.append((received_at, exposure))
     if stats is not None:
         yield _finish(stats, rts)
 
@@ -68,8 +87,9 @@ def _finish(stats: ParticipantStats, rts: list[float]) -> ParticipantStats:
     return stats
 
 
-def exclusion_reasons(stats: ParticipantStats, rules: Exclusions) -> list[str]:
+def exclusion_reasons(stats: ParticipantStats, config: StudyConfig) -> list[str]:
     """Why the study's rules exclude this participant; empty when they are kept."""
+    rules = config.exclusions
     reasons = []
     if stats.attention_failures > rules.max_attention_failures:
         reasons.append(
@@ -82,4 +102,57 @@ def exclusion_reasons(stats: ParticipantStats, rules: Exclusions) -> list[str]:
         )
     if stats.median_rt_ms is not None and stats.median_rt_ms < rules.min_median_rt_ms:
         reasons.append(f"median RT {stats.median_rt_ms:.0f} ms (min {rules.min_median_rt_ms} ms)")
+    # By arrival time, ties in trial order (a stable sort, as the analysis does).
+    arrivals = sorted(stats.arrivals, key=lambda a: a[0])
+    reason = too_fast(
+        [t for t, _ in arrivals],
+        [min_duration_ms(config.timing, e) for _, e in arrivals],
+        rules.max_answers_per_second,
+        rules.min_session_seconds,
+    )
+    if reason:
+        reasons.append(reason)
     return reasons
+
+
+def min_duration_ms(timing: Timing, planned_exposure_ms: float | None) -> float:
+    """The shortest time a trial takes in the runner: fixation + exposure + mask.
+
+    An unlimited exposure (None) counts as 0. The export writes this per trial
+    (`min_duration_ms`), so `percept human` applies the same rule to an export.
+    """
+    return timing.fixation_ms + (planned_exposure_ms or 0.0) + timing.mask_ms
+
+
+def too_fast(
+    arrivals: list[datetime],
+    min_durations_ms: list[float],
+    max_answers_per_second: float | None,
+    min_session_seconds: float,
+) -> str | None:
+    """Why these main-block answers came faster than a person can give them, else None.
+
+    `arrivals` are the server's own arrival times of the answered main trials, in
+    order, and `min_durations_ms` each trial's `min_duration_ms`. The span from the
+    first to the last arrival must be at least `min_session_seconds`, and:
+    - with `max_answers_per_second` None, at least PACE_MARGIN times the sum of the
+      minimum durations of every answered trial but the first;
+    - with a number, (answers - 1) / span may not exceed it; 0 switches it off.
+    """
+    if len(arrivals) < 2:
+        return None
+    span = (arrivals[-1] - arrivals[0]).total_seconds()
+    if min_session_seconds and span < min_session_seconds:
+        return f"main block answered in {span:.1f} s (min {min_session_seconds:g} s)"
+    if max_answers_per_second is None:
+        least = PACE_MARGIN * sum(min_durations_ms[1:]) / 1000
+        if span < least:
+            return (
+                f"{len(arrivals)} answers in {span:.1f} s, faster than the trials can be "
+                f"shown (min {least:.1f} s)"
+            )
+    elif max_answers_per_second:
+        rate = (len(arrivals) - 1) / span if span > 0 else float("inf")
+        if rate > max_answers_per_second:
+            return f"{rate:.1f} answers per second (max {max_answers_per_second:g})"
+    return None

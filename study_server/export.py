@@ -30,7 +30,12 @@ from sqlalchemy import select
 
 from percept.errors import PerceptError
 from study_server.db import db
-from study_server.exclusions import ParticipantStats, exclusion_reasons, participant_stats
+from study_server.exclusions import (
+    ParticipantStats,
+    exclusion_reasons,
+    min_duration_ms,
+    participant_stats,
+)
 from study_server.models import (
     Generator,
     Image,
@@ -41,6 +46,7 @@ from study_server.models import (
     participant_generator,
 )
 from study_server.studies import study_config
+from study_server.studyconfig import Timing
 
 # Rows fetched from the database per round trip: enough to keep the round trips cheap,
 # few enough that a batch is a few megabytes at most.
@@ -98,6 +104,13 @@ TRIAL_COLUMNS = (
         "planned_exposure_ms",
         "number",
         "Milliseconds the image was meant to be shown; empty when it stays until the answer.",
+    ),
+    Column(
+        "min_duration_ms",
+        "number",
+        "Shortest time the trial takes in the trial runner: the study's fixation, the "
+        "planned exposure (0 when unlimited) and the mask, in milliseconds. The pacing "
+        "exclusion rule compares answer arrival times with it.",
     ),
     Column("answered", "boolean", "`true` when the trial has a response, else `false`."),
     Column("choice", "text", "The answer, `real` or `fake`; empty when not answered."),
@@ -209,7 +222,12 @@ PARTICIPANT_COLUMNS = (
         "`abandoned` (idle too long) or `returned` (withdrew).",
     ),
     Column("created_at", "timestamp", "Sign-up time, ISO 8601 in UTC (`Z`)."),
-    Column("last_seen_at", "timestamp", "Last request of the participant, ISO 8601 in UTC (`Z`)."),
+    Column(
+        "last_seen_at",
+        "timestamp",
+        "The participant's last answer, completion or return (sign-up time before any), "
+        "ISO 8601 in UTC (`Z`); reading the session does not count.",
+    ),
     Column(
         "completed_at",
         "timestamp",
@@ -399,7 +417,8 @@ def _write_all(
     conditions = _conditions(study_ids)
     counts = {}
     with open_text("trials.csv") as f:
-        counts["trials.csv"] = _write_trials(f, study_ids, conditions)
+        timing = {s.slug: study_config(s).timing for s in studies}
+        counts["trials.csv"] = _write_trials(f, study_ids, conditions, timing)
     with open_text("participants.csv") as f:
         counts["participants.csv"] = _write_participants(
             f, studies, conditions, include_platform_ids
@@ -425,7 +444,9 @@ def _conditions(study_ids: list[int]) -> dict[int, str]:
     return {pid: "+".join(names) for pid, names in models.items()}
 
 
-def _write_trials(f: TextIO, study_ids: list[int], conditions: dict[int, str]) -> int:
+def _write_trials(
+    f: TextIO, study_ids: list[int], conditions: dict[int, str], timing: dict[str, Timing]
+) -> int:
     rows = db.session.execute(
         select(
             Study.slug.label("study"),
@@ -472,6 +493,7 @@ def _write_trials(f: TextIO, study_ids: list[int], conditions: dict[int, str]) -
         values = dict(row._mapping)
         values["answered"] = values.pop("response_id") is not None
         values["condition"] = conditions.get(row.participant_id, "")
+        values["min_duration_ms"] = min_duration_ms(timing[row.study], row.planned_exposure_ms)
         write(values)
         count += 1
     return count
@@ -481,7 +503,7 @@ def _write_participants(
     f: TextIO, studies: list[Study], conditions: dict[int, str], include_platform_ids: bool
 ) -> int:
     by_id = {s.id: s for s in studies}
-    rules = {s.id: study_config(s).exclusions for s in studies}
+    rules = {s.id: study_config(s) for s in studies}
     in_export = select(Participant.id).where(Participant.study_id.in_(list(by_id)))
     rows = db.session.execute(
         select(

@@ -20,3 +20,6 @@ PLATFORM_FIELDS = {
 ID_TEXT = re.compile(r"^[A-Za-z0-9._~:/+=-]{1,200}$")
 # Image ids as studies.py makes them (secrets.token_urlsafe): anything else is not looked up.
 PUBLIC_ID = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
+# Platform id formats, checked at sign-up unless recruitment.check_platform_ids is false.
+PROLIFIC_ID = re.compile(r"^[0-9a-fA-F]{24}$")
+MTURK_WORKER_ID = re.compile(r"^A[A-Z0-9]{12,199}$")

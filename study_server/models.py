@@ -107,6 +107,8 @@ class Participant(db.Model):
         UniqueConstraint("study_id", "platform", "platform_pid"),
         _one_of("state", STATES),
         _one_of("platform", PLATFORMS),
+        # The per-study sign-up cap counts the last minute's newcomers.
+        Index("ix_participant_study_created", "study_id", "created_at"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -129,10 +131,6 @@ class Participant(db.Model):
     screen_height: Mapped[int | None]
     device_pixel_ratio: Mapped[float | None]
     user_agent: Mapped[str | None] = mapped_column(String(1000))
-    # The adaptive staircase, when the study uses one: the current exposure, and the
-    # correct answers in a row since it last changed.
-    staircase_ms: Mapped[float | None]
-    staircase_streak: Mapped[int] = mapped_column(default=0, server_default="0")
 
     study: Mapped[Study] = relationship()
     generators: Mapped[list[Generator]] = relationship(
@@ -177,8 +175,11 @@ class Trial(db.Model):
     image_id: Mapped[int] = mapped_column(ForeignKey("image.id"))
     # The right answer: the image's source, "fake" for catch images, the instructed choice.
     expected: Mapped[str] = mapped_column(String(4))
-    # None: the image stays until the response (unlimited exposure, attention checks).
+    # None: the image stays until the response (unlimited exposure).
     planned_exposure_ms: Mapped[float | None]
+    # Staircase studies, main block: which of the participant's interleaved staircases
+    # gives this trial its exposure (never sent to the browser).
+    staircase: Mapped[int | None]
 
     participant: Mapped[Participant] = relationship(back_populates="trials")
     image: Mapped[Image] = relationship()
@@ -207,3 +208,16 @@ class Response(db.Model):
     body: Mapped[dict[str, Any]] = mapped_column(JSON)
 
     trial: Mapped[Trial] = relationship(back_populates="response")
+
+
+class AdminSession(db.Model):
+    """One admin login. The cookie holds the random id; ending the row ends the login.
+
+    `password` is a keyed fingerprint of the admin password it was opened with
+    (study_server.admin.password_fingerprint): a new password ends every older login.
+    """
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    ended_at: Mapped[datetime | None]
+    password: Mapped[str] = mapped_column(String(64))

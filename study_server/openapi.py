@@ -47,6 +47,8 @@ ERROR_CODES = {
     "returned": "this platform id returned the study and cannot go on",
     "request_entity_too_large": "the body is over 16 KiB",
     "image_unavailable": "the image's file is missing or changed in the server's image store",
+    "busy": "the study took its cap of newcomers this minute; retry after `Retry-After` seconds",
+    "too_many_requests": "this address made too many sign-ups; retry after `Retry-After` seconds",
 }
 
 # What each answer field means (the trial runner's measurements, see docs/runner.md).
@@ -67,7 +69,8 @@ RESPONSE_FIELDS = {
 SIGN_UP_FIELDS = {
     "consent": "must be `true`: nothing is stored before the participant agrees",
     "client_id": "link studies: the browser's own random id (kept in localStorage)",
-    "prolific_pid": "Prolific's PROLIFIC_PID (required on Prolific)",
+    "prolific_pid": "Prolific's PROLIFIC_PID (required on Prolific): 24 hex digits unless the "
+    "study sets `check_platform_ids = false`",
     "study_id": "Prolific's STUDY_ID",
     "session_id": "Prolific's SESSION_ID",
     "worker_id": "MTurk's workerId",
@@ -121,7 +124,14 @@ def answer_schema() -> dict[str, Any]:
 
 def sign_up_schemas() -> dict[str, dict[str, Any]]:
     """One body schema per recruitment platform, from identifiers.PLATFORM_FIELDS."""
-    from study_server.identifiers import ID_TEXT, MTURK_HOSTS, MTURK_PREVIEW, PLATFORM_FIELDS
+    from study_server.identifiers import (
+        ID_TEXT,
+        MTURK_HOSTS,
+        MTURK_PREVIEW,
+        MTURK_WORKER_ID,
+        PLATFORM_FIELDS,
+        PROLIFIC_ID,
+    )
 
     platform_id = {"type": "string", "pattern": ID_TEXT.pattern}
     common: dict[str, Any] = {
@@ -160,11 +170,19 @@ def sign_up_schemas() -> dict[str, dict[str, Any]]:
             "additionalProperties": False,
         }
 
+    # The platforms' own id formats (each within ID_TEXT), checked unless the study sets
+    # check_platform_ids = false.
+    def checked(pattern: str) -> dict[str, Any]:
+        return {"type": "string", "pattern": pattern}
+
     worker = {name: platform_id for name in PLATFORM_FIELDS["mturk"]}
+    worker["worker_id"] = checked(MTURK_WORKER_ID.pattern)
     worker["turk_submit_to"] = {"type": "string", "pattern": MTURK_HOSTS.pattern}
     return {
         "SignUpLink": body("link", []),
-        "SignUpProlific": body("prolific", ["prolific_pid"], prolific_pid=platform_id),
+        "SignUpProlific": body(
+            "prolific", ["prolific_pid"], prolific_pid=checked(PROLIFIC_ID.pattern)
+        ),
         "SignUpMTurk": body("mturk", list(PLATFORM_FIELDS["mturk"]), **worker),
         "SignUpMTurkPreview": body(
             "mturk", ["assignment_id"], assignment_id={"const": MTURK_PREVIEW}
@@ -201,15 +219,20 @@ def session_schemas() -> dict[str, dict[str, Any]]:
                 "pattern": "^/i/" + PUBLIC_ID.pattern.strip("^$") + "\\.png$",
                 "description": "the stimulus URL: an opaque id, the same for real and fake",
             },
-            "exposure_ms": {**nullable(number), "description": "null: until the answer"},
+            "exposure_ms": {
+                **nullable(number),
+                "description": "null: until the answer (unlimited), or from the staircase",
+            },
             "answered": flag,
             "instruction": {
-                "enum": list(CHOICES),
-                "description": "instructed attention checks only: the answer asked for",
+                "enum": [*CHOICES, None],
+                "description": "instructed attention checks: the answer asked for; else null",
             },
-            "adaptive": {"const": True, "description": "the exposure comes from the staircase"},
+            "adaptive": {
+                **flag,
+                "description": "true: the exposure is the session's `next_exposure_ms`",
+            },
         },
-        optional=("instruction", "adaptive"),
     )
     study = obj(
         {
@@ -246,7 +269,11 @@ def session_schemas() -> dict[str, dict[str, Any]]:
         {
             "state": {"enum": list(STATES)},
             "study": study,
-            "staircase_ms": nullable(number),
+            "next_exposure_ms": {
+                **nullable(number),
+                "description": "staircase studies: the exposure of the first unanswered "
+                "main trial; else null",
+            },
             "trials": {"type": "array", "items": trial},
             "completion": {**ref("Completion"), "description": "once the state is completed"},
         },
@@ -349,9 +376,10 @@ def build() -> dict[str, Any]:
                     "additionalProperties": False,
                     "description": "practice trials of studies with practice feedback",
                 },
-                "staircase_ms": {
+                "next_exposure_ms": {
                     "type": ["number", "null"],
-                    "description": "staircase studies: the exposure for the next adaptive trial",
+                    "description": "staircase studies: the exposure of the next main trial "
+                    "(null when none is left); see docs/api.md for what it reveals",
                 },
             },
             "required": ["trial_id", "received_at"],
@@ -378,6 +406,7 @@ def build() -> dict[str, Any]:
                     "404": ("no such study", error),
                     "409": ("the study is full, or this id completed or returned it", error),
                     "413": fail["413"],
+                    "429": ("too many sign-ups from this address, or for this study", error),
                 },
                 body=ref("SignUpBody"),
                 parameters=[

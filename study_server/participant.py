@@ -21,13 +21,22 @@ from study_server.assignment import (
     ClientInfo,
     Identity,
     assign,
+    ensure_trials,
     hash_token,
-    resume,
+    resumed_state,
 )
 from study_server.cleantext import strip_controls
-from study_server.db import db, utcnow
+from study_server.db import db
 from study_server.headers import allow_mturk_frame
-from study_server.identifiers import ID_TEXT, MTURK_HOSTS, MTURK_PREVIEW, PLATFORM_FIELDS, PUBLIC_ID
+from study_server.identifiers import (
+    ID_TEXT,
+    MTURK_HOSTS,
+    MTURK_PREVIEW,
+    MTURK_WORKER_ID,
+    PLATFORM_FIELDS,
+    PROLIFIC_ID,
+    PUBLIC_ID,
+)
 from study_server.imagestore import read_verified, store_dir
 from study_server.models import Image, Participant, Response, Study, Token, Trial
 from study_server.responses import (
@@ -39,6 +48,7 @@ from study_server.responses import (
     validate,
     withdraw,
 )
+from study_server.staircase import next_exposure
 from study_server.studies import find_study, study_config
 
 bp = Blueprint("participant", __name__)
@@ -64,10 +74,17 @@ def error(status: int, code: str, message: str):
     return jsonify(error=code, message=message), status
 
 
+# A study past its newcomers per minute: try again after this many seconds.
+BUSY_RETRY_S = 10
+
+
 @bp.app_errorhandler(ApiError)
 def api_error(e: ApiError):
     db.session.rollback()
-    return error(e.status, e.code, str(e))
+    response, status = error(e.status, e.code, str(e))
+    if status == 429:
+        response.headers["Retry-After"] = str(BUSY_RETRY_S)
+    return response, status
 
 
 @bp.app_errorhandler(ResponseError)
@@ -127,9 +144,11 @@ def study_or_404(slug: str) -> Study:
 
 @bp.post("/api/v1/studies/<slug>/participants")
 def create_participant(slug: str):
+    """Sign up or resume; limited per address (study_server/limits.py) and per study."""
     body = json_body()
     study = study_or_404(slug)
-    platform = study_config(study).recruitment.platform
+    recruitment = study_config(study).recruitment
+    platform = recruitment.platform
     fields = PLATFORM_FIELDS[platform]
     unknown = sorted(set(body) - {*fields, "consent", "screen", "user_agent"})
     if unknown:
@@ -148,6 +167,13 @@ def create_participant(slug: str):
                 raise ApiError(400, "missing_field", f"{name} is required for an MTurk study")
         if not MTURK_HOSTS.match(ids["turk_submit_to"]):
             raise ApiError(400, "bad_field", "turk_submit_to must be MTurk's own submit host")
+    if recruitment.check_platform_ids:
+        if platform == "prolific" and not PROLIFIC_ID.fullmatch(ids["prolific_pid"]):
+            raise ApiError(400, "bad_field", "prolific_pid must be a Prolific id (24 hex digits)")
+        if platform == "mturk" and not MTURK_WORKER_ID.fullmatch(ids["worker_id"]):
+            raise ApiError(
+                400, "bad_field", "worker_id must be an MTurk worker id (A, then 12+ A-Z/0-9)"
+            )
     identity = Identity(
         platform_pid=ids.get("prolific_pid") or ids.get("worker_id") or ids.get("client_id"),
         platform_study_id=ids.get("study_id"),
@@ -159,8 +185,10 @@ def create_participant(slug: str):
     try:
         participant, token, resumed = assign(study, identity, client)
     except AssignmentError as e:
-        raise ApiError(409, e.code, str(e)) from None
-    return jsonify(token=token, state=participant.state, resumed=resumed), 200 if resumed else 201
+        raise ApiError(e.status, e.code, str(e)) from None
+    return jsonify(token=token, state=shown_state(participant), resumed=resumed), (
+        200 if resumed else 201
+    )
 
 
 def _id_text(body: dict[str, Any], name: str) -> str | None:
@@ -198,15 +226,18 @@ def _client_info(body: dict[str, Any]) -> ClientInfo:
 
 @bp.get("/api/v1/session")
 def get_session():
+    """The session; reading it keeps no place alive (only answers do)."""
     participant = current_participant()
-    if participant.state not in ("completed", "returned"):
-        resume(participant, utcnow())
-        db.session.commit()
+    ensure_trials(participant)
     return jsonify(session_json(participant))
 
 
 def session_json(participant: Participant) -> dict[str, Any]:
-    """What the trial runner needs, and nothing that tells real from fake."""
+    """What the trial runner needs, and nothing that tells real from fake.
+
+    Every trial has the same keys whatever its kind; only an instructed attention
+    check has a non-null `instruction` (the text a person must read to pass it).
+    """
     study = participant.study
     config = study_config(study)
     rows = db.session.execute(
@@ -218,21 +249,20 @@ def session_json(participant: Participant) -> dict[str, Any]:
     ).all()
     trials = []
     for trial, public_id, answered in rows:
-        item: dict[str, Any] = {
-            "id": trial.id,
-            "position": trial.position,
-            "block": trial.block,
-            "image": f"/i/{public_id}.png",
-            "exposure_ms": trial.planned_exposure_ms,
-            "answered": answered,
-        }
-        if trial.kind == "instructed":
-            item["instruction"] = trial.expected
-        if trial.planned_exposure_ms is None and is_adaptive(trial, config):
-            item["adaptive"] = True
-        trials.append(item)
+        trials.append(
+            {
+                "id": trial.id,
+                "position": trial.position,
+                "block": trial.block,
+                "image": f"/i/{public_id}.png",
+                "exposure_ms": trial.planned_exposure_ms,
+                "answered": answered,
+                "instruction": trial.expected if trial.kind == "instructed" else None,
+                "adaptive": is_adaptive(trial, config),
+            }
+        )
     data: dict[str, Any] = {
-        "state": participant.state,
+        "state": shown_state(participant),
         "study": {
             "slug": study.slug,
             "title": study.title,
@@ -257,12 +287,24 @@ def session_json(participant: Participant) -> dict[str, Any]:
             },
             "practice_feedback": config.practice.feedback,
         },
-        "staircase_ms": participant.staircase_ms,
+        "next_exposure_ms": (
+            next_exposure(participant, config.timing.staircase)
+            if config.timing.mode == "staircase"
+            else None
+        ),
         "trials": trials,
     }
     if participant.state == "completed":
         data["completion"] = completion_json(participant)
     return data
+
+
+def shown_state(participant: Participant) -> str:
+    """The state a participant is told: an abandoned session shows what its next answer
+    makes it (reading the session changes nothing)."""
+    if participant.state == "abandoned":
+        return resumed_state(participant)
+    return participant.state
 
 
 def completion_json(participant: Participant) -> dict[str, Any]:
@@ -298,7 +340,9 @@ def put_response(trial_id: int):
     if done.block == "practice" and config.practice.feedback:
         data["feedback"] = {"correct": done.correct}
     if config.timing.mode == "staircase":
-        data["staircase_ms"] = done.staircase_ms
+        # Only what the next trial needs: its exposure, from the staircase dealt to it
+        # (never the one this answer stepped; docs/api.md says what that reveals).
+        data["next_exposure_ms"] = next_exposure(participant, config.timing.staircase)
     return jsonify(data), 200
 
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, exists, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import joinedload
 
@@ -20,7 +20,7 @@ from study_server.cleantext import strip_controls
 from study_server.db import db, utcnow
 from study_server.models import Participant, Response, Trial
 from study_server.studies import study_config
-from study_server.studyconfig import Staircase, StudyConfig
+from study_server.studyconfig import StudyConfig
 
 
 class ResponseError(Exception):
@@ -100,19 +100,16 @@ def validate(body: Any) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class Recorded:
-    """What the server tells the browser about a stored answer."""
+    """A stored answer, as the view needs it (the view decides what the browser may see)."""
 
     trial_id: int
     block: str
     correct: bool
     received_at: datetime
-    staircase_ms: float | None
 
 
 def recorded(response: Response, trial: Trial, participant: Participant) -> Recorded:
-    return Recorded(
-        trial.id, trial.block, response.correct, response.received_at, participant.staircase_ms
-    )
+    return Recorded(trial.id, trial.block, response.correct, response.received_at)
 
 
 def record(
@@ -174,9 +171,8 @@ def record(
         participant.state = "main"
     elif participant.state == "consented":
         participant.state = "practice"
+    # Only answers keep a place alive (the idle clock ignores reads of the session).
     participant.last_seen_at = now
-    if adaptive and response.valid:
-        step_staircase(participant, config.timing.staircase, response.correct)
     # Taken before the commit, which expires every loaded row (reading them again would
     # cost a query each).
     result = recorded(response, trial, participant)
@@ -193,24 +189,12 @@ def record(
 
 
 def is_adaptive(trial: Trial, config: StudyConfig) -> bool:
-    """Whether this trial's exposure comes from the participant's staircase."""
-    return config.timing.mode == "staircase" and (trial.block, trial.kind) == ("main", "stimulus")
+    """Whether this trial's exposure comes from the participant's staircases.
 
-
-def step_staircase(participant: Participant, rule: Staircase, correct: bool) -> None:
-    """`down_after` correct in a row: shorter by `step_ms`; any error: longer by `step_ms`.
-
-    Always within min_ms..max_ms. Invalid trials (tab hidden during exposure) do not count.
+    Every main trial of a staircase study, attention checks included (they take an
+    exposure but do not step a staircase), so the checks look like every other trial.
     """
-    current = participant.staircase_ms or float(rule.start_ms)
-    if not correct:
-        participant.staircase_ms = min(float(rule.max_ms), current + rule.step_ms)
-        participant.staircase_streak = 0
-    elif participant.staircase_streak + 1 >= rule.down_after:
-        participant.staircase_ms = max(float(rule.min_ms), current - rule.step_ms)
-        participant.staircase_streak = 0
-    else:
-        participant.staircase_streak += 1
+    return config.timing.mode == "staircase" and trial.block == "main"
 
 
 def same_or_conflict(stored: Response, body: dict[str, Any]) -> Response:
@@ -233,6 +217,11 @@ def complete(participant: Participant) -> str:
         return participant.completion_code or ""
     if participant.state == "returned":
         raise ResponseError(409, "session_closed", f"this session is {participant.state}")
+    has_trials = db.session.scalar(
+        select(Trial.id).where(Trial.participant_id == participant.id).limit(1)
+    )
+    if has_trials is None:  # the trial list is made when the session is first read
+        raise ResponseError(409, "incomplete", "no trial is answered yet")
     missing = db.session.scalar(
         select(func.count())
         .select_from(Trial)
@@ -250,11 +239,17 @@ def complete(participant: Participant) -> str:
 
 
 def withdraw(participant: Participant) -> None:
-    """The participant gave up (returned the study): their place goes to someone else."""
+    """The participant gave up (returned the study): their place goes to someone else.
+
+    A returned session never goes on, so its unanswered trials are deleted (the
+    answered ones stay, for the export).
+    """
     if participant.state == "completed":
         raise ResponseError(409, "session_closed", "this session is completed")
     participant.state = "returned"
     participant.last_seen_at = utcnow()
+    answered = exists().where(Response.trial_id == Trial.id)
+    db.session.execute(delete(Trial).where(Trial.participant_id == participant.id, ~answered))
     db.session.commit()
 
 

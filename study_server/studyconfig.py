@@ -49,6 +49,8 @@ class Staircase:
     max_ms: int = 1000
     step_ms: int = 50
     down_after: int = 2
+    # Staircases per participant, interleaved trial by trial (study_server/staircase.py).
+    interleaved: int = 3
 
 
 @dataclass(frozen=True)
@@ -82,6 +84,10 @@ class Recruitment:
     completion_code: str | None = None
     completion_url: str | None = None
     idle_timeout_minutes: int = 60
+    # Newcomers the study takes per minute at most (0: no cap); the rest get 429 and retry.
+    max_signups_per_minute: int = 60
+    # Refuse ids that cannot be Prolific's (24 hex digits) or MTurk's (A + 12 or more).
+    check_platform_ids: bool = True
 
 
 @dataclass(frozen=True)
@@ -89,6 +95,11 @@ class Exclusions:
     max_attention_failures: int = 0
     max_invalid_fraction: float = 0.2
     min_median_rt_ms: int = 150
+    # Pacing, from the server's own arrival times (study_server/exclusions.py). None:
+    # derived from the timing (nobody answers faster than fixation + exposure + mask);
+    # 0: off.
+    max_answers_per_second: float | None = None
+    min_session_seconds: int = 0
 
 
 @dataclass(frozen=True)
@@ -280,6 +291,7 @@ def parse_config(data: Mapping[str, Any], where: str, base: Path | None = None) 
         max_ms=s.integer("max_ms", 1000, 10, 10_000),
         step_ms=s.integer("step_ms", 50, 1, 5000),
         down_after=s.integer("down_after", 2, 1, 10),
+        interleaved=s.integer("interleaved", 3, 2, 10),
     )
     if not staircase.min_ms <= staircase.start_ms <= staircase.max_ms:
         raise s.error(s.name("start_ms"), "must lie between min_ms and max_ms")
@@ -342,6 +354,8 @@ def parse_config(data: Mapping[str, Any], where: str, base: Path | None = None) 
             hint="must be an http(s) URL",
         ),
         idle_timeout_minutes=t.integer("idle_timeout_minutes", 60, 1, 7 * 24 * 60),
+        max_signups_per_minute=t.integer("max_signups_per_minute", 60, 0, 100_000),
+        check_platform_ids=t.boolean("check_platform_ids", True),
     )
     t.done()
 
@@ -350,6 +364,12 @@ def parse_config(data: Mapping[str, Any], where: str, base: Path | None = None) 
         max_attention_failures=t.integer("max_attention_failures", 0, 0, 1000),
         max_invalid_fraction=t.number("max_invalid_fraction", 0.2, 0.0, 1.0),
         min_median_rt_ms=t.integer("min_median_rt_ms", 150, 0, 60_000),
+        max_answers_per_second=(
+            t.number("max_answers_per_second", 0.0, 0.0, 1000.0)
+            if "max_answers_per_second" in t.data
+            else None
+        ),
+        min_session_seconds=t.integer("min_session_seconds", 0, 0, 7 * 24 * 3600),
     )
     t.done()
     top.done()

@@ -114,6 +114,9 @@ def app(db_url, tmp_path):
             "SECRET_KEY": "test-secret-key-0123456789",
             "ADMIN_PASSWORD": "secret-admin",
             "TESTING": True,
+            # Every test client comes from 127.0.0.1: the per-address limits have their
+            # own tests (tests/test_limits.py), which switch them on.
+            "RATELIMIT_ENABLED": False,
         }
     )
     yield app
@@ -151,6 +154,9 @@ trials = 4
 catch_trials = 2
 instructed_trials = 1
 
+[exclusions]
+{exclusions}
+
 [recruitment]
 platform = "{platform}"
 target_per_model = {target}
@@ -171,6 +177,9 @@ def write_study_config(
     platform: str = "link",
     target: int = 3,
     extra: str = "",
+    # Test clients answer at once, which the pacing rule takes for a bot: off unless a
+    # test asks for it (exclusions="" keeps the derived default).
+    exclusions: str = "max_answers_per_second = 0",
 ) -> Path:
     """A small study config file (few trials, two models) for tests."""
     path = folder / f"{slug}.toml"
@@ -186,6 +195,7 @@ def write_study_config(
             platform=platform,
             target=target,
             extra=extra,
+            exclusions=exclusions,
         )
     )
     return path

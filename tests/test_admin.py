@@ -19,7 +19,7 @@ from participants import auth, join, session
 from sqlalchemy import select
 
 from study_server.db import db
-from study_server.models import Participant, Study, Trial
+from study_server.models import AdminSession, Participant, Study, Trial
 
 PASSWORD = "secret-admin"  # set by the app fixture
 ADMIN_PAGES = ["/admin/", "/admin/studies/t", "/admin/studies/t/export.zip"]
@@ -163,9 +163,48 @@ def test_a_login_holds_across_workers_and_expires(app, db_url):
     elsewhere.set_cookie("session", client.get_cookie("session").value)
     assert elsewhere.get("/admin/").status_code == 200
 
-    with client.session_transaction() as s:
-        s[admin.SESSION_KEY] -= admin.SESSION_SECONDS + 1
+    with app.app_context():
+        (row,) = db.session.scalars(select(AdminSession)).all()
+        row.created_at -= timedelta(seconds=admin.SESSION_SECONDS + 1)
+        db.session.commit()
     assert client.get("/admin/").status_code == 302
+    assert elsewhere.get("/admin/").status_code == 302
+
+
+def test_logout_ends_every_copy_of_the_cookie(app):
+    client = logged_in_client(app)
+    copy = app.test_client()
+    copy.set_cookie("session", client.get_cookie("session").value)
+    assert copy.get("/admin/").status_code == 200
+    other = logged_in_client(app)  # another login, in another browser
+    token = csrf_token(client.get("/admin/").text)
+    assert client.post("/admin/logout", data={"csrf_token": token}).status_code == 302
+    assert client.get("/admin/").status_code == 302
+    assert copy.get("/admin/").status_code == 302, "a copied cookie outlived the logout"
+    assert other.get("/admin/").status_code == 200, "logout ends this login only"
+    with app.app_context():
+        ended = db.session.scalars(select(AdminSession.ended_at)).all()
+    assert sum(e is not None for e in ended) == 1
+
+
+def test_a_new_password_ends_every_older_login(app, db_url):
+    from study_server import create_app
+
+    client = logged_in_client(app)
+    cookie = client.get_cookie("session").value
+    changed = create_app(
+        {
+            "SQLALCHEMY_DATABASE_URI": db_url,
+            "SECRET_KEY": app.config["SECRET_KEY"],
+            "ADMIN_PASSWORD": "a-brand-new-password",
+            "TESTING": True,
+        }
+    )
+    after = changed.test_client()
+    after.set_cookie("session", cookie)
+    assert after.get("/admin/").status_code == 302, "a login outlived the password change"
+    assert login(after, "a-brand-new-password").status_code == 302
+    assert after.get("/admin/").status_code == 200
 
 
 def test_the_password_hash_is_kept_and_the_plain_password_dropped(app):
@@ -189,8 +228,8 @@ def take_part(client, app, token, *, checks_wrong=0, main=None, complete=True):
 
     Returns (answered checks, failed checks).
     """
-    truth = kinds(app)
     trials = [t for t in session(client, token)["trials"] if t["block"] == "main"]
+    truth = kinds(app)  # after the session: the trial list is made when first read
     answered = failed = 0
     for t in trials[:main]:
         kind, expected = truth[t["id"]]

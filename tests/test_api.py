@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from datetime import timedelta
+from itertools import pairwise
 
 import pytest
 from participants import STAIRCASE, answer, auth, join, session
@@ -44,9 +45,13 @@ def test_new_participant_gets_a_balanced_trial_list_without_labels(app, make_stu
     assert Counter(t["block"] for t in trials) == {"practice": 4, "main": 10 + 10 + 2 + 1}
     assert all(t["block"] == "practice" for t in trials[:4])
     # Nothing in what the browser gets names the label, the model or the source file.
-    allowed = {"id", "position", "block", "image", "exposure_ms", "answered", "instruction"}
-    assert all(set(t) <= allowed for t in trials)
-    assert sum("instruction" in t for t in trials) == 1
+    # Every trial has the same keys, and nothing but an instruction marks a check: a
+    # catch trial is timed like any other (the study's exposure, never null).
+    keys = {"id", "position", "block", "image", "exposure_ms", "answered", "instruction"}
+    assert all(set(t) == keys | {"adaptive"} for t in trials)
+    assert sum(t["instruction"] is not None for t in trials) == 1
+    assert {t["exposure_ms"] for t in trials} == {500.0}
+    assert not any(t["adaptive"] for t in trials)
     text = json.dumps(data)
     for word in ("memoriser", "pca-gauss", "scenes", "source", "expected", "sha256", ".jpg"):
         assert word not in text
@@ -218,7 +223,7 @@ def test_mturk_preview_creates_nothing_and_workers_resume(app, make_study):
     assert r.status_code == 200 and r.json["preview"] is True
     assert db_snapshot(app) == before
     worker = {
-        "worker_id": "A1B2C3",
+        "worker_id": "A1B2C3D4E5F6G7",
         "assignment_id": "ASG1",
         "hit_id": "H1",
         "turk_submit_to": "https://workersandbox.mturk.com",
@@ -247,7 +252,7 @@ def test_a_worker_who_takes_the_hit_again_submits_to_the_new_assignment(app, mak
     make_study(platform="mturk")
     client = app.test_client()
     worker = {
-        "worker_id": "A1B2C3",
+        "worker_id": "A1B2C3D4E5F6G7",
         "assignment_id": "ASG1",
         "hit_id": "H1",
         "turk_submit_to": "https://workersandbox.mturk.com",
@@ -345,18 +350,25 @@ def test_images_are_served_with_identical_headers(app, make_study):
     assert r.status_code == 404 and r.is_json
 
 
-def test_staircase_steps_on_the_server(app, make_study):
+def test_interleaved_staircases_step_on_the_server(app, make_study):
     make_study(extra=STAIRCASE)
     client = app.test_client()
     token = join(client, client_id="stairs").json["token"]
     data = session(client, token)
-    assert data["staircase_ms"] == 300
+    assert data["next_exposure_ms"] == 300
     practice = [t for t in data["trials"] if t["block"] == "practice"]
-    adaptive = [t for t in data["trials"] if t.get("adaptive")]
-    assert all(t["exposure_ms"] == 300 for t in practice)
-    assert len(adaptive) == 20 and all(t["exposure_ms"] is None for t in adaptive)
+    main = [t for t in data["trials"] if t["block"] == "main"]
+    assert all(t["exposure_ms"] == 300 and not t["adaptive"] for t in practice)
+    # Every main trial, attention checks included, takes its exposure from a staircase.
+    assert len(main) == 23 and all(t["adaptive"] and t["exposure_ms"] is None for t in main)
     with app.app_context():
-        expected = dict(db.session.execute(select(Trial.id, Trial.expected)).all())
+        rows = db.session.execute(select(Trial.id, Trial.expected, Trial.kind, Trial.staircase))
+        expected, kind, stair = {}, {}, {}
+        for trial_id, right, k, s in rows:
+            expected[trial_id], kind[trial_id], stair[trial_id] = right, k, s
+    dealt = [stair[t["id"]] for t in main]
+    assert set(dealt) == {0, 1, 2}  # three staircases by default
+    assert all(a != b for a, b in pairwise(dealt)), "the same staircase twice in a row"
 
     def respond(trial, right: bool, exposure=None, **extra):
         choice = (
@@ -370,27 +382,48 @@ def test_staircase_steps_on_the_server(app, make_study):
         return client.put(f"/api/v1/trials/{trial['id']}/response", json=body, headers=auth(token))
 
     before = db_snapshot(app)
-    assert respond(adaptive[0], True).status_code == 400  # which exposure was shown?
-    assert respond(adaptive[0], True, exposure=400).status_code == 400  # outside 250..350
+    assert respond(main[0], True).status_code == 400  # which exposure was shown?
+    assert respond(main[0], True, exposure=400).status_code == 400  # outside 250..350
     assert db_snapshot(app) == before
-    steps = [
-        (True, 300, {}, 300),  # one right: not yet
-        (True, 300, {}, 250),  # two right in a row: shorter
-        (True, 250, {}, 250),
-        (True, 250, {}, 250),  # already at min_ms
-        (False, 250, {}, 300),  # an error: longer
-        (False, 300, {"valid": False, "invalid_reason": "hidden"}, 300),  # invalid: no step
-        (False, 300, {}, 350),
-        (False, 350, {}, 350),  # already at max_ms
-    ]
-    for trial, (right, shown, extra, after) in zip(adaptive, steps, strict=False):
+
+    def replay(answers: list[bool]) -> float:
+        # The documented rule: 2 right in a row -50 ms, an error +50 ms, within 250..350.
+        exposure, streak = 300.0, 0
+        for right in answers:
+            if not right:
+                exposure, streak = min(350.0, exposure + 50), 0
+            elif streak + 1 >= 2:
+                exposure, streak = max(250.0, exposure - 50), 0
+            else:
+                streak += 1
+        return exposure
+
+    # Right, then wrong, then right again: every staircase meets both of its bounds.
+    pattern = [True] * 12 + [False] * 8 + [True] * 3
+    answers: dict[int, list[bool]] = {0: [], 1: [], 2: []}
+    shown = data["next_exposure_ms"]
+    for i, (trial, right) in enumerate(zip(main, pattern, strict=True)):
+        extra = {"valid": False, "invalid_reason": "hidden"} if i == 13 else {}
         r = respond(trial, right, exposure=shown, **extra)
-        assert r.status_code == 200 and r.json["staircase_ms"] == after, r.json
+        # Only what the next trial needs: nothing says whether this answer was right.
+        assert r.status_code == 200 and set(r.json) == {
+            "trial_id",
+            "received_at",
+            "next_exposure_ms",
+        }
+        if kind[trial["id"]] == "stimulus" and not extra:
+            answers[stair[trial["id"]]].append(right)  # checks and invalid trials: no step
+        following = main[i + 1] if i + 1 < len(main) else None
+        want = replay(answers[stair[following["id"]]]) if following else None
+        assert r.json["next_exposure_ms"] == want, (i, r.json)
+        shown = want if want is not None else shown
     with app.app_context():
-        planned = db.session.scalars(
-            select(Trial.planned_exposure_ms)
-            .where(Trial.id.in_([t["id"] for t in adaptive[: len(steps)]]))
-            .order_by(Trial.id)
-        ).all()
-    assert planned == [shown for _, shown, _, _ in steps]
-    assert session(client, token)["staircase_ms"] == 350
+        planned = dict(
+            db.session.execute(
+                select(Trial.id, Trial.planned_exposure_ms).where(
+                    Trial.id.in_([t["id"] for t in main])
+                )
+            ).all()
+        )
+    assert {planned[t["id"]] for t in main} == {250.0, 300.0, 350.0}
+    assert session(client, token)["next_exposure_ms"] is None  # nothing left to show

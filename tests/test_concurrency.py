@@ -32,6 +32,19 @@ def test_concurrent_sign_ups_stay_balanced(app, make_study, live_server):
         results = list(pool.map(sign_up, range(PEOPLE + 10)))
     assert Counter(status for status, _ in results) == {201: PEOPLE, 200: 10}
 
+    def first_read(token: str) -> int:
+        # The trial list is made when the session is first read; the two tokens of the
+        # people who signed up twice read it at once.
+        r = requests.get(
+            f"{live_server}/api/v1/session",
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=60,
+        )
+        return r.status_code
+
+    with ThreadPoolExecutor(max_workers=PEOPLE + 10) as pool:
+        assert set(pool.map(first_read, [token for _, token in results])) == {200}
+
     with app.app_context():
         people = db.session.scalars(select(Participant)).all()
         assert len(people) == PEOPLE

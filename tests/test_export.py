@@ -41,7 +41,11 @@ def crowd(app, make_study):
 
     Returns {prolific_pid: {"token": ..., "choices": {trial_id: choice}}}.
     """
-    make_study(platform="prolific", extra='completion_code = "DEMO-CODE"')
+    make_study(
+        platform="prolific",
+        # Readable made-up ids, not Prolific's 24 hex digits.
+        extra='completion_code = "DEMO-CODE"\ncheck_platform_ids = false',
+    )
     client = app.test_client()
     people = {}
     plans = {

@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 from scipy.stats import kendalltau
+from sqlalchemy import select
 from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.proportion import proportion_confint
 
@@ -38,10 +39,15 @@ def export_dir(app, make_study, tmp_path):
         ).json["token"]
         headers = {"Authorization": f"Bearer {token}"}
         trials = client.get("/api/v1/session", headers=headers).json["trials"]
+        with app.app_context():
+            from study_server.db import db
+            from study_server.models import Trial
+
+            kinds = dict(db.session.execute(select(Trial.id, Trial.kind)).all())
         for i, t in enumerate(trials):
-            # Attention checks passed: instructed ones as told, catch images (shown
-            # without a time limit) as fake.
-            passed = t.get("instruction") or ("fake" if t["exposure_ms"] is None else None)
+            # Attention checks passed: instructed ones as told, catch images as fake (the
+            # session does not say which are catch trials: the database does).
+            passed = t["instruction"] or ("fake" if kinds[t["id"]] == "catch" else None)
             body = {
                 "choice": passed or ("real" if (i + n) % 3 else "fake"),
                 "rt_ms": 400.0 + i,
@@ -54,6 +60,16 @@ def export_dir(app, make_study, tmp_path):
             client.post("/api/v1/session/complete", headers=headers)
     out = tmp_path / "export"
     with app.app_context():
+        # Answers as a person gives them, 2 s apart (the test client answers at once,
+        # which the pacing rule would take for a script).
+        from datetime import timedelta
+
+        from study_server.models import Response
+
+        responses = db.session.scalars(select(Response).order_by(Response.id)).all()
+        for k, response in enumerate(responses):
+            response.received_at = responses[0].received_at + timedelta(seconds=2 * k)
+        db.session.commit()
         write_export(out, slug="t")
     return out
 

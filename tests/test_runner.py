@@ -219,7 +219,7 @@ def test_mturk_session_by_buttons(app, make_study, live_server, page):
     page.goto(f"{live_server}/s/t?{preview}")
     wait_screen(page, "preview")
     link = (
-        f"{live_server}/s/t?workerId=W123&assignmentId=A456&hitId=H1"
+        f"{live_server}/s/t?workerId=A1B2C3D4E5F6G7&assignmentId=A456&hitId=H1"
         "&turkSubmitTo=https%3A%2F%2Fworkersandbox.mturk.com"
     )
     start(page, link)
@@ -283,28 +283,34 @@ def test_staircase_adapts_on_the_server(app, make_study, live_server, page):
     assert_frame_locked(rows)
     with app.app_context():
         main = db.session.execute(
-            select(Trial.kind, Trial.planned_exposure_ms, Trial.expected, Response.choice)
+            select(
+                Trial.kind,
+                Trial.staircase,
+                Trial.planned_exposure_ms,
+                Trial.expected,
+                Response.choice,
+                Response.valid,
+            )
             .join(Response)
             .where(Trial.block == "main")
-            .order_by(Response.id)
+            .order_by(Trial.position)
         ).all()
-        (p,) = db.session.scalars(select(Participant)).all()
-        final = p.staircase_ms
-    # Replay the documented rule on what was answered: it must give what was shown.
-    exposure, streak = 300.0, 0
-    for kind, planned, expected, choice in main:
-        if kind != "stimulus":
-            assert planned is None
-            continue
+    # Replay the documented rule on what was answered, staircase by staircase: it must
+    # give what was shown, attention checks included (they take an exposure, no step).
+    state: dict[int, tuple[float, int]] = {}
+    for kind, stair, planned, expected, choice, valid in main:
+        exposure, streak = state.get(stair, (300.0, 0))
         assert planned == exposure
-        if choice != expected:
-            exposure, streak = min(500.0, exposure + 50), 0
-        elif streak + 1 >= 2:
-            exposure, streak = max(100.0, exposure - 50), 0
-        else:
-            streak += 1
-    assert final == exposure
-    assert len({planned for kind, planned, _, _ in main if kind == "stimulus"}) > 1
+        if kind == "stimulus" and valid:
+            if choice != expected:
+                exposure, streak = min(500.0, exposure + 50), 0
+            elif streak + 1 >= 2:
+                exposure, streak = max(100.0, exposure - 50), 0
+            else:
+                streak += 1
+        state[stair] = (exposure, streak)
+    assert sorted(state) == [0, 1, 2]
+    assert len({planned for _, _, planned, *_ in main}) > 1
 
 
 def test_failed_attention_check_shows_in_the_export(app, make_study, live_server, page, tmp_path):

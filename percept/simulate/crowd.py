@@ -134,6 +134,11 @@ def run_person(
     # The network's own randomness, so that faults do not change the person's answers.
     network = random.Random(seed + 1)
     http = requests.Session()
+    # Each simulated person has an address of their own (the server trusts it only
+    # when told to, TRUSTED_PROXIES: a simulation server, never one behind nginx).
+    http.headers["X-Forwarded-For"] = (
+        f"10.{person.number >> 16 & 255}.{person.number >> 8 & 255}.{person.number & 255}"
+    )
     last_ms = 0.0
 
     def call(method: str, path: str, **kwargs):
@@ -154,6 +159,10 @@ def run_person(
             except (requests.RequestException, Dropped):
                 continue
             if response.status_code >= 500:
+                continue
+            if response.status_code == 429:
+                # Rate limited, as the runner is: wait as told (briefly), then try again.
+                time.sleep(min(float(response.headers.get("Retry-After") or 1), 5))
                 continue
             return response
         raise PerceptError(f"{base}{path}: no answer after 8 tries; is the server running?")
@@ -183,6 +192,8 @@ def run_person(
     http.headers["Authorization"] = f"Bearer {r.json()['token']}"
     session = call("GET", "/api/v1/session").json()
     fixation = session["study"]["timing"]["fixation_ms"] or 0
+    # Staircase studies: the exposure of the next main trial, as the server last said.
+    next_exposure = session.get("next_exposure_ms") or 500
     trials = [t for t in session["trials"] if not t["answered"]]
     stop_at = len(trials) // 2 if person.abandons else len(trials)
     sent: list[tuple[int, dict]] = []
@@ -200,7 +211,7 @@ def run_person(
             choice = "real" if rng.random() < answer_probability(person, realness) else "fake"
         fast = person.inattentive
         rt = rng.uniform(90, 140) if fast else math.exp(rng.gauss(math.log(750), 0.35))
-        exposure = trial.get("exposure_ms")
+        exposure = next_exposure if trial.get("adaptive") else trial.get("exposure_ms")
         body = {
             "choice": choice,
             "rt_ms": round(rt, 1),
@@ -212,12 +223,13 @@ def run_person(
             frames = max(1, round(exposure / FRAME_MS))
             body.update(frames=frames, displayed_ms=round(frames * FRAME_MS, 2))
         if trial.get("adaptive"):
-            body["exposure_ms"] = session.get("staircase_ms") or 500
+            body["exposure_ms"] = exposure
         wait(fixation + (exposure or 0) + rt)
         first_try = time.perf_counter()
         r = call("PUT", f"/api/v1/trials/{trial['id']}/response", json=body)
         if r.status_code != 200:
             raise PerceptError(f"answer refused: {r.status_code} {r.text[:200]}")
+        next_exposure = r.json().get("next_exposure_ms") or next_exposure
         person.acknowledge_ms.append((time.perf_counter() - first_try) * 1000)
         person.submit_ms.append(last_ms)
         person.acknowledged[trial["id"]] = choice

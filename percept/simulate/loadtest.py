@@ -169,6 +169,8 @@ def run_load(
     # not from models filling up.
     config_file.write_text(
         STUDY.format(stimuli=stimdir.resolve(), trials=trials // 2, target=participants)
+        # A load test measures capacity: no cap on newcomers per minute.
+        + "max_signups_per_minute = 0\n"
     )
     config = load_config(config_file)
     image_store = (workdir / "images").resolve()

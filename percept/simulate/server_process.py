@@ -40,7 +40,14 @@ class Server:
     ):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        env = {**os.environ, "DATABASE_URL": db_url, "SECRET_KEY": secrets.token_hex(32)}
+        env = {
+            **os.environ,
+            "DATABASE_URL": db_url,
+            "SECRET_KEY": secrets.token_hex(32),
+            # Only the local simulated crowd reaches this server, and each simulated person
+            # names its own address in X-Forwarded-For, so per-address limits see people.
+            "PERCEPT_TRUSTED_PROXIES": "1",
+        }
         if image_store is not None:
             env["PERCEPT_IMAGE_STORE"] = str(Path(image_store).resolve())
         # The app's own production config, found without importing the app into this process.

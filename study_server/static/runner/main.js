@@ -414,7 +414,8 @@ async function main() {
     token,
     session,
     timing: session.study.timing,
-    staircaseMs: session.staircase_ms,
+    // Staircase studies: the exposure of the next main trial, as the server last said.
+    staircaseMs: session.next_exposure_ms,
     images: new Images(),
     done: new Set(session.trials.filter((t) => t.answered).map((t) => t.id)),
     frameMs: 1000 / 60,
@@ -422,7 +423,7 @@ async function main() {
   };
   run.outbox = new Outbox(store.key("outbox"), token, {
     onAck: (trialId, reply) => {
-      if (reply?.staircase_ms) run.staircaseMs = reply.staircase_ms;
+      if (reply?.next_exposure_ms) run.staircaseMs = reply.next_exposure_ms;
       net.hidden = true;
     },
     onChange: (waiting, failing = false) => {
