@@ -354,6 +354,7 @@ def hostile_session(app, make_study) -> None:
     assert answer(client, token, trials[1]["id"], **escape).status_code == 200
     other = join(client, client_id="plain-9", user_agent="\x1b[1mMozilla\r\n\t5.0\x9b")
     assert other.status_code == 201
+    session(client, other.json["token"])  # the first read makes the trial list
     with app.app_context():
         stored = db.session.scalars(select(Response.invalid_reason).order_by(Response.id)).all()
         assert stored == [FORMULAS["invalid_reason"], "[2J[31mred"]
