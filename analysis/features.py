@@ -34,7 +34,7 @@ import sys
 import tempfile
 import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -74,6 +74,7 @@ class FeatureSet:
     outputs: dict[str, np.ndarray]
     computed: int = 0
     cached: int = 0
+    computed_per_rank: list[int] | None = None  # under torchrun (analysis.distributed)
 
     @property
     def features(self) -> np.ndarray:
@@ -117,6 +118,8 @@ def compute(
     weights: str | os.PathLike | None = None,
     allow_download: bool = False,
     progress: bool = False,
+    compact: bool = True,
+    on_batch: Callable[[int], None] | None = None,
 ) -> FeatureSet:
     """Every output of `encoder` for each image in `paths`, using and filling the cache.
 
@@ -127,6 +130,8 @@ def compute(
     0 decodes in this process). `device` defaults to the GPU when there is one.
     `cache_dir` is a folder, None for $PERCEPT_CACHE_DIR or the default, or
     False to use no cache. A corrupt image is a `PerceptError` naming the file.
+    `compact=False` leaves merging small cache chunks to a later run;
+    `on_batch(n)` is called after the n-th computed batch.
     """
     if batch_size < 1:
         raise PerceptError(f"batch size must be at least 1, not {batch_size}")
@@ -162,12 +167,14 @@ def compute(
             workers=workers,
             device=device,
             progress=progress,
+            on_batch=on_batch,
         )
         for i, sha in enumerate(shas):  # repeated images take the row computed for the first
             if not done[i] and first[sha] != i:
                 for name in outputs:
                     outputs[name][i] = outputs[name][first[sha]]
-    if cache is not None and todo:  # only a run that wrote chunks can have made too many
+    # Only a run that wrote chunks can have made too many.
+    if cache is not None and todo and compact:
         cache.compact()
     return FeatureSet(
         encoder=encoder.name,
@@ -352,6 +359,7 @@ def _run(
     workers: int | None,
     device: str | torch.device | None,
     progress: bool,
+    on_batch: Callable[[int], None] | None = None,
 ) -> None:
     """Compute the rows of `paths` into `outputs` at `positions`, flushing them to `cache`."""
     from tqdm import tqdm
@@ -363,6 +371,7 @@ def _run(
     batches = _batches(paths, encoder.spec.preprocess, batch_size, workers, device.type == "cuda")
     module = encoder.module().to(device)
     pending: list[int] = []  # positions computed but not yet written to the cache
+    n_batches = 0
     bar = tqdm(
         total=len(paths),
         unit="img",
@@ -395,6 +404,9 @@ def _run(
                     )
                     pending = []
                 bar.update(len(rows))
+                n_batches += 1
+                if on_batch is not None:
+                    on_batch(n_batches)
     finally:
         bar.close()
         if cache is not None and pending:
@@ -576,6 +588,196 @@ class FeatureCache:
                     tmp.unlink(missing_ok=True)
             except OSError:
                 pass
+
+
+@dataclass
+class CacheFolder:
+    """What one cache folder (one key) holds, for `percept features --cache-stats`."""
+
+    path: Path
+    encoder: str
+    weights: str
+    preprocess: str
+    entries: int  # distinct images
+    rows: int  # rows in all chunks, duplicates included
+    chunks: int
+    bytes: int
+
+
+def cache_stats(root: str | os.PathLike) -> list[CacheFolder]:
+    """Every key folder under `root`: its encoder, distinct images, chunks and bytes on disk.
+
+    Chunks are read but not verified against their digests (`prune_cache` does that).
+    """
+    folders = []
+    for folder in _key_folders(Path(root)):
+        key, shas, rows, size, chunks = None, set(), 0, 0, 0
+        for path in sorted(folder.glob("*.npz")):
+            if path.name.startswith("."):
+                continue
+            try:
+                with np.load(path, allow_pickle=False) as data:
+                    header = json.loads(str(data["header"]))
+                    keys = data["sha256"].tolist()
+                size += path.stat().st_size
+            except Exception:  # unreadable or vanished: prune_cache removes the former
+                continue
+            key = key or header.get("key")
+            shas.update(keys)
+            rows += len(keys)
+            chunks += 1
+        if key is None:
+            continue
+        folders.append(
+            CacheFolder(
+                folder,
+                str(key.get("encoder")),
+                str(key.get("weights")),
+                str(key.get("preprocess")),
+                len(shas),
+                rows,
+                chunks,
+                size,
+            )
+        )
+    return folders
+
+
+@dataclass
+class PruneReport:
+    """What `prune_cache` removed."""
+
+    untrusted_chunks: int = 0
+    stale_temporaries: int = 0
+    duplicate_rows: int = 0
+    merged_chunks: int = 0
+    empty_folders: int = 0
+    bytes_before: int = 0
+    bytes_after: int = 0
+
+
+def prune_cache(root: str | os.PathLike, *, stale_after_s: float = 3600.0) -> PruneReport:
+    """Tidy a cache folder without losing a row that can be trusted.
+
+    Removes chunks that cannot be read, are not percept cache files or do not
+    match their digest or folder (as a read would, with a `CacheWarning`);
+    temporary files older than `stale_after_s` (left by killed writers); rows
+    stored more than once (concurrent runs may both compute an image), by
+    merging each folder's chunks into as few as fit FLUSH_ROWS x 4 rows each;
+    and folders left empty. Safe while other runs read and write: merged chunks
+    are in place before the ones they replace are removed, and only chunks it
+    read are removed. Run it when no run is writing to free the most space.
+    """
+    root = Path(root)
+    report = PruneReport(bytes_before=_tree_bytes(root))
+    for folder in _key_folders(root):
+        now = time.time()
+        for tmp in folder.glob(".tmp-*"):
+            try:
+                if now - tmp.stat().st_mtime > stale_after_s:
+                    tmp.unlink()
+                    report.stale_temporaries += 1
+            except OSError:
+                pass
+        key = _folder_key(folder)
+        if key is None:  # nothing readable names a key: every chunk here is untrusted
+            for path in folder.glob("*.npz"):
+                if not path.name.startswith("."):
+                    _warn_removed(path, "is not a readable percept feature cache file")
+                    report.untrusted_chunks += 1
+        else:
+            cache = FeatureCache(root, key)
+            if cache.dir != folder:  # a folder named for another key: foreign or renamed
+                for path in folder.glob("*.npz"):
+                    if not path.name.startswith("."):
+                        _warn_removed(path, "is in a folder not named for its key")
+                        report.untrusted_chunks += 1
+            else:
+                _merge_folder(cache, report)
+        try:
+            folder.rmdir()  # only when empty
+            report.empty_folders += 1
+        except OSError:
+            pass
+    report.bytes_after = _tree_bytes(root)
+    return report
+
+
+def _merge_folder(cache: FeatureCache, report: PruneReport) -> None:
+    read: list[Path] = []
+    seen: dict[str, int] = {}
+    parts = []
+    duplicates = 0
+    for path in cache.chunks():
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", CacheWarning)
+            chunk = cache.read(path)
+        for w in caught:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        if chunk is None:
+            report.untrusted_chunks += bool(caught)
+            continue
+        keys, rows = chunk
+        new = []
+        for j, sha in enumerate(keys.tolist()):
+            if sha in seen:
+                duplicates += 1
+            else:
+                seen[sha] = 1
+                new.append(j)
+        read.append(path)
+        parts.append((keys[new], {k: v[new] for k, v in rows.items()}))
+    per_chunk = FLUSH_ROWS * 4
+    if not duplicates and sum(_rows_in(p) < FLUSH_ROWS for p in read) <= 1:
+        return  # nothing to gain
+    report.duplicate_rows += duplicates
+    keys = np.concatenate([k for k, _ in parts])
+    rows = {n: np.concatenate([r[n] for _, r in parts]) for n in cache.key["outputs"]}
+    kept = set()
+    for start in range(0, len(keys), per_chunk):
+        stop = start + per_chunk
+        kept.add(
+            cache.write(keys[start:stop].tolist(), {k: v[start:stop] for k, v in rows.items()})
+        )
+    for path in read:
+        if path not in kept:
+            path.unlink(missing_ok=True)
+    report.merged_chunks += len(read)
+
+
+def _key_folders(root: Path) -> list[Path]:
+    try:
+        return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    except FileNotFoundError:
+        return []
+
+
+def _folder_key(folder: Path) -> dict | None:
+    for path in sorted(folder.glob("*.npz")):
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                header = json.loads(str(data["header"]))
+            if header.get("format") == CACHE_FORMAT and isinstance(header.get("key"), dict):
+                return header["key"]
+        except Exception:
+            continue
+    return None
+
+
+def _warn_removed(path: Path, reason: str) -> None:
+    warnings.warn(f"feature cache file {path} {reason}: removed", CacheWarning, stacklevel=3)
+    path.unlink(missing_ok=True)
+
+
+def _tree_bytes(root: Path) -> int:
+    total = 0
+    for path in root.rglob("*"):
+        try:
+            if path.is_file():
+                total += path.stat().st_size
+        except OSError:
+            pass
+    return total
 
 
 def _rows_in(path: Path) -> int:
