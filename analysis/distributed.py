@@ -50,7 +50,8 @@ BARRIER_TIMEOUT = timedelta(days=2)
 # directory listings for up to a minute): rank 0 looks again for this long.
 MERGE_WAIT_S = 90.0
 # Test hook: "RANK:N" makes that rank die abruptly (os._exit, nothing flushed)
-# after computing N batches, as a killed process would.
+# after computing N batches, as a killed process would; only in torchrun's first
+# attempt, so that `--max-restarts` can be seen to resume.
 CRASH_ENV = "PERCEPT_TEST_CRASH_AFTER_BATCHES"
 
 
@@ -163,7 +164,7 @@ def compute_on_ranks(
     import torch.distributed as dist
 
     if not dist.is_initialized():
-        dist.init_process_group("gloo", timeout=BARRIER_TIMEOUT)
+        _init_process_group(ranks)
     paths, shas = [str(p) for p in paths], [str(s).lower() for s in sha256s]
     mine = shard(shas, ranks.rank, ranks.world)
     if workers is None:  # the node's cores are shared by its ranks
@@ -226,6 +227,22 @@ def merge_from_cache(encoder: Encoder, paths: list[str], shas: list[str], root: 
     )
 
 
+def _init_process_group(ranks: Ranks) -> None:
+    import torch.distributed as dist
+
+    # torchrun keeps one store across the restarts of `--max-restarts`; without a
+    # prefix per attempt, a restarted rank finds the dead attempt's addresses there.
+    store, _, _ = next(dist.rendezvous("env://", ranks.rank, ranks.world, timeout=BARRIER_TIMEOUT))
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    dist.init_process_group(
+        "gloo",
+        store=dist.PrefixStore(f"percept/attempt-{attempt}", store),
+        rank=ranks.rank,
+        world_size=ranks.world,
+        timeout=BARRIER_TIMEOUT,
+    )
+
+
 def _exit_on_sigterm(signum: int, frame) -> None:
     # torchrun stops the other ranks with SIGTERM when one fails, and SLURM does so
     # before a time limit or preemption: exiting through Python runs the `finally`
@@ -236,7 +253,11 @@ def _exit_on_sigterm(signum: int, frame) -> None:
 def _crash_hook(ranks: Ranks):
     spec = os.environ.get(CRASH_ENV, "")
     rank, _, after = spec.partition(":")
-    if not spec or int(rank) != ranks.rank:
+    if (
+        not spec
+        or int(rank) != ranks.rank
+        or os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") != "0"
+    ):
         return None
 
     def crash(batches: int) -> None:

@@ -94,12 +94,14 @@ def test_each_rank_takes_its_own_device():
 # --- torchrun ----------------------------------------------------------------------------------
 
 
-def torchrun(tmp_path: Path, *args: str, crash: str | None = None) -> subprocess.CompletedProcess:
+def torchrun(
+    tmp_path: Path, *args: str, crash: str | None = None, restarts: int = 0
+) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     if crash:
         env[CRASH_ENV] = crash
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
-    command += ["--nproc-per-node", "2", "-m", "percept", *args]
+    command += ["--max-restarts", str(restarts), "--nproc-per-node", "2", "-m", "percept", *args]
     return subprocess.run(
         command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240
     )
@@ -146,6 +148,24 @@ def test_torchrun_equals_one_process_and_a_killed_rank_resumes(tmp_path):
     third = torchrun(tmp_path, *features_args(images, out, cache))
     assert "0 computed on 2 ranks: 0, 0, 64 from the cache" in third.stdout, third.stderr
     assert np.array_equal(load_features(out).features, merged.features)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_torchrun_max_restarts_resumes_within_the_job(tmp_path):
+    images = make_folder(tmp_path / "images", 16, size=(24, 24))
+    single = tmp_path / "single.npz"
+    result = CliRunner().invoke(cli, features_args(images, single, tmp_path / "c1"))
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "dist.npz"
+    # Rank 1 dies after its first batch in the first attempt; torchrun restarts both ranks.
+    run = torchrun(tmp_path, *features_args(images, out, tmp_path / "c2"), crash="1:1", restarts=1)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "exitcode: 17" in run.stderr  # the first attempt did fail
+    assert "computed on 2 ranks: " in run.stdout and ", 8, " in run.stdout  # rank 1: all again
+    np.testing.assert_allclose(
+        load_features(out).features, load_features(single).features, rtol=0, atol=1e-6
+    )
 
 
 @pytest.mark.slow
