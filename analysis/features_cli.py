@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import click
@@ -70,9 +71,8 @@ def features(
     features ...`) each process extracts its share on its own device and rank 0
     writes --out (docs/encoders.md).
     """
-    from analysis.distributed import compute_on_ranks
-    from analysis.encoders import resolve
-    from analysis.features import cache_root, collect_images, save_features
+    # Nothing here imports torch until a feature must be computed (analysis.warm).
+    from analysis.feature_cache import cache_root, collect_images, save_features
 
     if cache_stats or cache_prune:
         if no_cache:
@@ -94,9 +94,25 @@ def features(
     if out.suffix != ".npz":
         raise PerceptError(f"--out {out}: the output is an .npz file; name it e.g. features.npz")
     cache = False if no_cache else cache_dir
-    encoder = resolve(
-        encoder_name, weights=weights, allow_download=allow_download, memo_dir=cache_root(cache)
-    )
+    root = cache_root(cache)
+    if root is not None and int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        from analysis import warm
+
+        record = warm.lookup(root, encoder_name, weights)
+        if record is not None:
+            paths, shas = collect_images(images)
+            result = warm.cached_features(root, record, paths, shas)
+            if result is not None:
+                click.echo(record["describe"], err=True)
+                save_features(result, out)
+                _summary(out, result, random=encoder_name.startswith("random:"))
+                return
+
+    from analysis.distributed import compute_on_ranks
+    from analysis.encoders import resolve
+    from analysis.features import cache_key
+
+    encoder = resolve(encoder_name, weights=weights, allow_download=allow_download, memo_dir=root)
     click.echo(encoder.describe(), err=True)
     paths, shas = collect_images(images)
     result = compute_on_ranks(
@@ -112,13 +128,31 @@ def features(
     if result is None:
         return  # a torchrun rank other than 0: its rows are in the cache, rank 0 writes --out
     save_features(result, out)
+    _summary(out, result, random=encoder.random)
+    if root is not None:
+        from analysis import warm
+
+        given = [weights] if weights is not None else []
+        expected = [warm.weights_dir() / f for f in encoder.spec.weight_files]
+        warm.remember(
+            root,
+            encoder_name,
+            weights,
+            cache_key(encoder),
+            pretrained=encoder.pretrained,
+            describe=encoder.describe(),
+            weight_candidates=given or ([] if encoder.random else expected),
+        )
+
+
+def _summary(out: Path, result, *, random: bool) -> None:
     dims = ", ".join(f"{k} {v.shape[1]}" for k, v in result.outputs.items())
     click.echo(
-        f"{out}: {len(paths)} images x ({dims}) from {result.encoder} "
+        f"{out}: {len(result.paths)} images x ({dims}) from {result.encoder} "
         f"({result.computed} computed{_per_rank(result.computed_per_rank)}, "
         f"{result.cached} from the cache)"
     )
-    if encoder.random:
+    if random:
         click.echo(
             f"note: {result.encoder} is randomly initialised, not pretrained; "
             "do not judge models by these features",
@@ -134,7 +168,7 @@ def _per_rank(counts: list[int] | None) -> str:
 
 def show_cache(root: Path, *, prune: bool) -> None:
     """Print what the cache under `root` holds, after pruning it when asked."""
-    from analysis.features import cache_stats, prune_cache
+    from analysis.feature_cache import cache_stats, prune_cache
 
     if not root.is_dir():
         raise PerceptError(
