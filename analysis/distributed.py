@@ -36,6 +36,7 @@ from analysis.encoders import Encoder
 from analysis.features import (
     FeatureCache,
     FeatureSet,
+    _checked_sha256s,
     cache_key,
     cache_root,
     compute,
@@ -165,7 +166,8 @@ def compute_on_ranks(
 
     if not dist.is_initialized():
         _init_process_group(ranks)
-    paths, shas = [str(p) for p in paths], [str(s).lower() for s in sha256s]
+    paths = [str(p) for p in paths]
+    shas = _checked_sha256s(paths, sha256s)
     mine = shard(shas, ranks.rank, ranks.world)
     if workers is None:  # the node's cores are shared by its ranks
         workers = max(1, default_workers() // ranks.local_world)
