@@ -144,8 +144,9 @@ def metrics(
     folder of one model's images. Features are cached: a second run with another
     --metric computes no features again.
     """
+    from analysis.distributed import compute_on_ranks, is_main_process
     from analysis.encoders import resolve
-    from analysis.features import cache_root, compute
+    from analysis.features import cache_root
     from stimuli.manifest import write_csv
 
     if out.suffix.lower() != ".csv":
@@ -172,7 +173,7 @@ def metrics(
             for images in (ds.real, *ds.models.values()):
                 for path, sha in zip(images.paths, images.sha256, strict=True):
                     everything.add(path, sha)
-        result = compute(
+        result = compute_on_ranks(
             encoder,
             everything.paths,
             sha256s=everything.sha256,
@@ -182,6 +183,8 @@ def metrics(
             cache_dir=cache,
             progress=True,
         )
+        if result is None:
+            continue  # a torchrun rank other than 0: rank 0 measures and writes --out
         # Rows were computed in the order of `everything`: cut them back per image set.
         start = 0
         outputs: dict[tuple[str, str], dict[str, np.ndarray]] = {}
@@ -208,6 +211,8 @@ def metrics(
                             "encoder_pretrained": "false" if encoder.random else "true",
                         },
                     )
+    if not is_main_process():
+        return
     out.parent.mkdir(parents=True, exist_ok=True)
     write_csv(out, COLUMNS, rows)
     n_models = sum(len(ds.models) for ds in datasets)

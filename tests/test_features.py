@@ -21,6 +21,7 @@ from imagefiles import make_folder, pattern, save
 from PIL import Image
 
 import analysis.encoders as enc
+import analysis.feature_cache as cache_module
 import analysis.features as feat
 from analysis.encoders import Encoder, resolve
 from analysis.features import (
@@ -274,12 +275,15 @@ def _stimulus_folder(root: Path, n: int) -> tuple[Path, list[str]]:
 def test_stimulus_folders_give_manifest_order_and_hashes(tmp_path, images, monkeypatch):
     stimdir, shas = _stimulus_folder(tmp_path / "stim", 3)
     hashed = []
-    real_hash = feat.hash_files
-    monkeypatch.setattr(feat, "hash_files", lambda paths: hashed.extend(paths) or real_hash(paths))
+    real_hash = cache_module.hash_files  # collect_images lives in analysis.feature_cache
+    monkeypatch.setattr(
+        cache_module, "hash_files", lambda paths: hashed.extend(paths) or real_hash(paths)
+    )
     paths, got = collect_images([stimdir, images[0], tmp_path / "images"])
     assert got[:3] == shas and paths[:3] == [str(image_path(stimdir, s)) for s in shas]
     assert paths[3] == str(images[0]) and len(paths) == 3 + 1 + 9
     assert str(image_path(stimdir, shas[0])) not in hashed  # the manifest's hashes are used
+    assert str(images[0]) in hashed  # plain files are hashed
     with pytest.raises(PerceptError, match="no image files found"):
         (tmp_path / "empty").mkdir()
         collect_images([tmp_path / "empty"])
