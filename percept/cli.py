@@ -117,13 +117,19 @@ def db_upgrade(db_url: str | None) -> None:
 
 @cli.group()
 def study() -> None:
-    """Register and list studies."""
+    """Register, list, open, pause, resume and close studies."""
 
 
 @study.command("create")
 @click.argument("config_file", type=click.Path(path_type=Path))
 @DB_OPTION
-def study_create(config_file: Path, db_url: str | None) -> None:
+@click.option(
+    "--draft",
+    is_flag=True,
+    help="Create it as a draft that takes no participants until `percept study open SLUG` "
+    "[default: open at once].",
+)
+def study_create(config_file: Path, db_url: str | None, draft: bool) -> None:
     """Register the study described by CONFIG_FILE (TOML; see docs/study-config.md).
 
     Applies pending database migrations first, so a new database needs no other step.
@@ -137,13 +143,15 @@ def study_create(config_file: Path, db_url: str | None) -> None:
     upgrade_schema(app)
     with app.app_context():
         try:
-            created = create_study(config)
+            created = create_study(config, draft=draft)
         except PerceptError as e:
             raise PerceptError(f"{config_file}: {e}") from None
         summary = study_summary(created)
     click.echo(f"Study {config.slug!r} created in {db_url_for_humans(app)}:")
     click.echo(summary)
     click.echo(f"Participants start at /s/{config.slug}")
+    if draft:
+        click.echo(f"It is a draft: `percept study open {config.slug}` lets participants in.")
 
 
 @study.command("check")
@@ -160,15 +168,11 @@ def study_check(slug: str, db_url: str | None, stimdir: Path | None) -> None:
     """Verify the study's image store: every image there, unchanged, one byte length."""
     from study_server.imagestore import check_study, restore_study, store_dir
     from study_server.schema import require_current_schema
-    from study_server.studies import find_study, list_studies
 
     app = make_app(db_url)
     require_current_schema(app)
     with app.app_context():
-        found = find_study(slug)
-        if found is None:
-            known = ", ".join(line.split()[0] for line in list_studies()) or "none"
-            raise PerceptError(f"no study {slug!r} in this database (studies: {known})")
+        found = study_named(slug)
         store = store_dir()
         if stimdir is not None:
             restored = restore_study(found, stimdir, store)
@@ -187,10 +191,51 @@ def study_check(slug: str, db_url: str | None, stimdir: Path | None) -> None:
     )
 
 
+def study_named(slug: str):
+    """The study with this slug (inside an app context), or a PerceptError naming the others."""
+    from study_server.studies import find_study, list_studies
+
+    found = find_study(slug)
+    if found is None:
+        known = ", ".join(line.split()[0] for line in list_studies()) or "none"
+        raise PerceptError(f"no study {slug!r} in this database (studies: {known})")
+    return found
+
+
+STATE_ACTIONS = {
+    "open": "Let newcomers in: a draft study starts, a closed one opens again.",
+    "pause": "Stop taking newcomers for now (sessions in progress follow `on_pause`).",
+    "resume": "Take newcomers again after a pause.",
+    "close": "Take no more newcomers (sessions in progress follow `on_pause`).",
+}
+
+
+def _state_command(action: str) -> click.Command:
+    @click.argument("slug")
+    @DB_OPTION
+    def command(slug: str, db_url: str | None) -> None:
+        from study_server.lifecycle import CLI, change_state
+        from study_server.schema import require_current_schema
+
+        app = make_app(db_url)
+        require_current_schema(app)
+        with app.app_context():
+            state = change_state(study_named(slug), action, CLI)
+        click.echo(f"study {slug!r} is {state} (logged in its audit log)")
+
+    command.__doc__ = STATE_ACTIONS[action] + " Logged with time in the audit log."
+    return study.command(action)(command)
+
+
+for _action in STATE_ACTIONS:
+    _state_command(_action)
+
+
 @study.command("list")
 @DB_OPTION
 def study_list(db_url: str | None) -> None:
-    """The studies in the database, with their participants by state."""
+    """The studies in the database: platform, state (draft, open, paused, closed) and
+    participants by state."""
     from study_server.schema import db_url_for_humans, require_current_schema
     from study_server.studies import list_studies
 

@@ -1,4 +1,4 @@
-"""Admin pages: login, dashboard, a study's participants, and the export download.
+"""Admin pages: login, dashboard, a study's participants and state, and the export download.
 
 Every page needs a login with the password whose werkzeug hash is ADMIN_PASSWORD_HASH
 (see docs/admin.md). Every form posts a CSRF token. The numbers come from
@@ -29,7 +29,8 @@ from sqlalchemy import update
 from werkzeug.security import check_password_hash
 from werkzeug.wrappers import Response
 
-from study_server import dashboard
+from percept.errors import PerceptError
+from study_server import dashboard, lifecycle
 from study_server.db import db, utcnow
 from study_server.models import AdminSession, Study
 from study_server.studies import find_study
@@ -191,7 +192,30 @@ def study(slug: str):
         participants=rows,
         total=total,
         now=now,
+        state=found.state,
+        actions=lifecycle.actions_from(found.state),
+        audit=lifecycle.audit_lines(found),
     )
+
+
+@bp.post("/studies/<slug>/state")
+def change_state(slug: str):
+    """Open, pause, resume or close the study (form field `action`); logged in the audit log."""
+    found = study_or_404(slug)
+    action = request.form.get("action", "")
+    if action not in lifecycle.TRANSITIONS:
+        abort(400, description=f"unknown action {action!r}")
+    try:
+        lifecycle.change_state(found, action, who())
+    except PerceptError as e:
+        db.session.rollback()
+        abort(409, description=str(e))
+    return redirect(url_for("admin.study", slug=found.slug))
+
+
+def who() -> str:
+    """This admin login as the audit log names it: the start of its admin_session id."""
+    return f"admin {hash_login_id(session[SESSION_KEY])[:12]}"
 
 
 @bp.get("/studies/<slug>/export.zip")

@@ -20,6 +20,7 @@ from sqlalchemy.exc import IntegrityError
 
 from study_server import staircase
 from study_server.db import db, utcnow
+from study_server.lifecycle import admission
 from study_server.models import (
     ACTIVE_STATES,
     Generator,
@@ -81,14 +82,16 @@ def hash_token(token: str) -> str:
 def assign(study: Study, identity: Identity, client: ClientInfo) -> tuple[Participant, str, bool]:
     """(participant, new bearer token, resumed?) for someone opening the study.
 
-    Raises AssignmentError when the study is full, busy (too many newcomers this
-    minute) or this identity may not go on. Commits. Only choosing the models is
+    Raises AssignmentError when the study is not open to this person (draft, paused or
+    closed: lifecycle.admission), full, busy (too many newcomers this minute) or this
+    identity may not go on. Commits. Only choosing the models is
     serialised on the study's row (a few short queries); the trial list is made when
     the session is first read (`ensure_trials`).
     """
     config = study_config(study)
     now = utcnow()
     existing = find_existing(study, config, identity)
+    check_admission(study, newcomer=existing is None)
     if existing is None:
         check_signup_rate(study, config, now)
         existing, participant = new_participant(study, config, identity, client, now)
@@ -132,6 +135,13 @@ def new_participant(
     if existing is not None:
         db.session.rollback()  # nothing to count: release the lock, change nothing
         return existing, None
+    # A pause or close committed since the first check counts (it took the same lock).
+    db.session.refresh(study, ["state"])
+    try:
+        check_admission(study, newcomer=True)
+    except AssignmentError:
+        db.session.rollback()
+        raise
     mark_abandoned(study, config, now)
     seed = secrets.randbelow(2**31)
     try:
@@ -161,6 +171,14 @@ def new_participant(
     db.session.add(participant)
     db.session.commit()
     return None, participant
+
+
+def check_admission(study: Study, *, newcomer: bool) -> None:
+    """AssignmentError (409 study_draft, study_paused, study_closed) unless the study's
+    state lets this person start (newcomer) or go on."""
+    refusal = admission(study, newcomer=newcomer)
+    if refusal is not None:
+        raise AssignmentError(refusal.code, refusal.message, refusal.status)
 
 
 def check_signup_rate(study: Study, config: StudyConfig, now: datetime) -> None:

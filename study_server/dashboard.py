@@ -80,6 +80,8 @@ class StudySummary:
     idle_timeout_minutes: int
     models: list[ModelRow]
     totals: StudyTotals
+    # draft, open, paused or closed (study_server/lifecycle.py)
+    state: str = "open"
 
 
 @dataclass
@@ -137,6 +139,7 @@ def summarise(study: Study, now: datetime | None = None) -> StudySummary:
         idle_timeout_minutes=config.recruitment.idle_timeout_minutes,
         models=list(models.values()),
         totals=totals,
+        state=study.state,
     )
 
 

@@ -25,6 +25,8 @@ CHOICES = ("real", "fake")
 ACTIVE_STATES = ("consented", "practice", "main")
 STATES = (*ACTIVE_STATES, "completed", "abandoned", "returned")
 PLATFORMS = ("prolific", "mturk", "link")
+# A study's life (study_server/lifecycle.py): only an open study takes newcomers.
+STUDY_STATES = ("draft", "open", "paused", "closed")
 
 
 def _one_of(column: str, values: tuple[str, ...]) -> CheckConstraint:
@@ -40,6 +42,8 @@ participant_generator = db.Table(
 
 
 class Study(db.Model):
+    __table_args__ = (_one_of("state", STUDY_STATES),)
+
     id: Mapped[int] = mapped_column(primary_key=True)
     slug: Mapped[str] = mapped_column(String(64), unique=True)
     title: Mapped[str] = mapped_column(String(200))
@@ -51,6 +55,8 @@ class Study(db.Model):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     # Bumped by every assignment: the UPDATE takes the study's write lock on both databases.
     assignments: Mapped[int] = mapped_column(default=0)
+    # draft, open, paused or closed; changed only by study_server.lifecycle.change_state.
+    state: Mapped[str] = mapped_column(String(8), default="open", server_default="open")
 
     generators: Mapped[list[Generator]] = relationship(
         back_populates="study", order_by="Generator.id"
@@ -221,3 +227,23 @@ class AdminSession(db.Model):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     ended_at: Mapped[datetime | None]
     password: Mapped[str] = mapped_column(String(64))
+
+
+class AuditEntry(db.Model):
+    """One line of the audit log: who changed what about a study, and when.
+
+    `who` is "cli" or the admin login ("admin " + the start of its admin_session id).
+    Never a participant's raw platform id: a withdrawal names them by a salted hash.
+    """
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    who: Mapped[str] = mapped_column(String(100))
+    study_id: Mapped[int] = mapped_column(ForeignKey("study.id"), index=True)
+    # e.g. "pause", "participant_delete"
+    action: Mapped[str] = mapped_column(String(32))
+    detail: Mapped[str] = mapped_column(Text, default="")
+
+    study: Mapped[Study] = relationship()

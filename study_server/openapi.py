@@ -43,6 +43,11 @@ ERROR_CODES = {
     "session_closed": "the session is completed or returned",
     "incomplete": "some main trials are not answered yet",
     "study_full": "every model has its target number of participants",
+    "study_draft": "the study has not opened yet: it takes no participants",
+    "study_paused": "the study is paused: no newcomers (and no answers when its "
+    "`on_pause` is `stop`); try again later",
+    "study_closed": "the study is closed: no newcomers (and no answers when its "
+    "`on_pause` is `stop`)",
     "already_completed": "this platform id already completed the study",
     "returned": "this platform id returned the study and cannot go on",
     "request_entity_too_large": "the body is over 16 KiB",
@@ -404,7 +409,11 @@ def build() -> dict[str, Any]:
                     ),
                     "400": fail["400"],
                     "404": ("no such study", error),
-                    "409": ("the study is full, or this id completed or returned it", error),
+                    "409": (
+                        "the study is not open (draft, paused, closed), is full, or this id "
+                        "completed or returned it",
+                        error,
+                    ),
                     "413": fail["413"],
                     "429": ("too many sign-ups from this address, or for this study", error),
                 },

@@ -18,6 +18,7 @@ from sqlalchemy.orm import joinedload
 from study_server.assignment import resumed_state
 from study_server.cleantext import strip_controls
 from study_server.db import db, utcnow
+from study_server.lifecycle import admission
 from study_server.models import Participant, Response, Trial
 from study_server.studies import study_config
 from study_server.studyconfig import StudyConfig
@@ -120,7 +121,8 @@ def record(
     `config` is the participant's study config (the caller has it already).
 
     Raises ResponseError: 404 for a trial that is not this participant's, 409 for a
-    different answer to an answered trial or a practice answer once the main block began.
+    different answer to an answered trial, a practice answer once the main block began,
+    or a new answer in a paused or closed study that stops sessions (lifecycle.admission).
     """
     trial = (
         db.session.get(Trial, trial_id, options=[joinedload(Trial.response)])
@@ -134,6 +136,10 @@ def record(
         return recorded(same_or_conflict(stored, body), trial, participant)
     if participant.state in ("completed", "returned"):
         raise ResponseError(409, "session_closed", f"this session is {participant.state}")
+    # A paused or closed study with `on_pause = "stop"` takes no more answers.
+    refusal = admission(participant.study, newcomer=False)
+    if refusal is not None:
+        raise ResponseError(refusal.status, refusal.code, refusal.message)
     if participant.state == "abandoned":
         participant.state = resumed_state(participant)
     if trial.block == "practice" and participant.state == "main":

@@ -12,12 +12,16 @@ from percept.errors import PerceptError
 from stimuli.manifest import MANIFEST, image_path, read_manifest
 from study_server.db import db
 from study_server.imagestore import audit_folder, copy_into_store, store_dir
-from study_server.models import Generator, Image, Participant, Study
+from study_server.models import AuditEntry, Generator, Image, Participant, Study
 from study_server.studyconfig import SLUG, StudyConfig, parse_config
 
 
-def create_study(config: StudyConfig) -> Study:
-    """Add a study and its images to the database; nothing is written if a check fails."""
+def create_study(config: StudyConfig, *, draft: bool = False, who: str = "cli") -> Study:
+    """Add a study and its images to the database; nothing is written if a check fails.
+
+    The study is open (takes participants at once), or a draft when `draft` is true
+    (`percept study open SLUG` opens it). Its creation is the first line of its audit log.
+    """
     if db.session.scalar(select(Study.id).where(Study.slug == config.slug)) is not None:
         raise PerceptError(
             f"slug: a study called {config.slug!r} already exists; choose another slug"
@@ -42,8 +46,10 @@ def create_study(config: StudyConfig) -> Study:
         config=config.to_dict(),
         stimuli_dir=str(stimdir.resolve()),
         salt=secrets.token_hex(16),
+        state="draft" if draft else "open",
     )
     db.session.add(study)
+    db.session.add(AuditEntry(who=who, study=study, action="create", detail=study.state))
     generators = {}
     for name in models:
         dataset, model = name.split("/")
@@ -113,7 +119,7 @@ def study_summary(study: Study) -> str:
 
 
 def list_studies() -> list[str]:
-    """One line per study: slug, platform, title and its participants by state."""
+    """One line per study: slug, platform, state, title and its participants by state."""
     counts: dict[int, dict[str, int]] = defaultdict(dict)
     for study_id, state, n in db.session.execute(
         select(Participant.study_id, Participant.state, func.count()).group_by(
@@ -126,7 +132,7 @@ def list_studies() -> list[str]:
         by_state = sorted(counts[study.id].items())
         people = ", ".join(f"{n} {state}" for state, n in by_state) or "nobody yet"
         platform = study_config(study).recruitment.platform
-        lines.append(f"{study.slug}  [{platform}]  {study.title}: {people}")
+        lines.append(f"{study.slug}  [{platform}, {study.state}]  {study.title}: {people}")
     return lines
 
 

@@ -88,6 +88,8 @@ class Recruitment:
     max_signups_per_minute: int = 60
     # Refuse ids that cannot be Prolific's (24 hex digits) or MTurk's (A + 12 or more).
     check_platform_ids: bool = True
+    # Sessions in progress when the study is paused or closed: "finish" or "stop".
+    on_pause: str = "finish"
 
 
 @dataclass(frozen=True)
@@ -356,6 +358,7 @@ def parse_config(data: Mapping[str, Any], where: str, base: Path | None = None) 
         idle_timeout_minutes=t.integer("idle_timeout_minutes", 60, 1, 7 * 24 * 60),
         max_signups_per_minute=t.integer("max_signups_per_minute", 60, 0, 100_000),
         check_platform_ids=t.boolean("check_platform_ids", True),
+        on_pause=t.choice("on_pause", "finish", ("finish", "stop")),
     )
     t.done()
 
