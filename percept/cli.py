@@ -246,6 +246,74 @@ def study_list(db_url: str | None) -> None:
     click.echo("\n".join(lines) or f"No studies in {db_url_for_humans(app)} yet.")
 
 
+@cli.group()
+def participant() -> None:
+    """One participant's data: show it (data-subject access) or delete it (withdrawal)."""
+
+
+def participant_options(command):
+    """--study, and exactly one of --platform-id / --participant, plus --db."""
+    command = click.option(
+        "--participant",
+        "number",
+        type=click.IntRange(min=1),
+        help="The participant's number (participant_id in the export, Id on the dashboard).",
+    )(command)
+    command = click.option(
+        "--platform-id",
+        help="Their Prolific id, MTurk worker id, or a link study's client id.",
+    )(command)
+    command = click.option("--study", "slug", required=True, help="The study's slug.")(command)
+    return DB_OPTION(command)
+
+
+@participant.command("show")
+@participant_options
+def participant_show(slug: str, platform_id: str | None, number: int | None, db_url: str | None):
+    """Print, as JSON, everything stored about one participant of a study."""
+    import json
+
+    from study_server.schema import require_current_schema
+    from study_server.withdrawal import find_participant, stored_data
+
+    app = make_app(db_url)
+    require_current_schema(app)
+    with app.app_context():
+        person = find_participant(study_named(slug), platform_id=platform_id, number=number)
+        data = stored_data(person)
+    click.echo(json.dumps(data, indent=2, ensure_ascii=False))
+
+
+@participant.command("delete")
+@participant_options
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def participant_delete(
+    slug: str, platform_id: str | None, number: int | None, db_url: str | None, yes: bool
+):
+    """Delete every row of one participant (a withdrawal); logged without their raw id.
+
+    Removes their answers, trials, model assignments, tokens and the participant row;
+    the audit log keeps who, when, and the salted hash of their platform id.
+    """
+    from study_server.lifecycle import CLI
+    from study_server.schema import require_current_schema
+    from study_server.withdrawal import delete_participant, find_participant, row_counts
+
+    app = make_app(db_url)
+    require_current_schema(app)
+    with app.app_context():
+        person = find_participant(study_named(slug), platform_id=platform_id, number=number)
+        rows = ", ".join(f"{n} {table}" for table, n in row_counts(person).items())
+        if not yes:
+            click.confirm(
+                f"Delete participant {person.id} of study {slug!r} ({rows})? This cannot be undone",
+                abort=True,
+            )
+        number = person.id
+        delete_participant(person, CLI)
+    click.echo(f"Deleted participant {number} of study {slug!r}: {rows} (logged in the audit log)")
+
+
 @cli.command()
 @DB_OPTION
 @click.option("--host", default="127.0.0.1", show_default=True)

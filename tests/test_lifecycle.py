@@ -11,11 +11,11 @@ import re
 from click.testing import CliRunner
 from conftest import write_study_config
 from participants import answer, auth, join, session
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from percept.cli import cli
 from study_server.db import db
-from study_server.models import AuditEntry, Study
+from study_server.models import AuditEntry, Participant, Study
 
 PASSWORD = "secret-admin"  # set by the app fixture
 
@@ -187,3 +187,113 @@ def test_unknown_study_and_unknown_action_are_clear(app, make_study):
     page = admin.get("/admin/studies/t").text
     r = admin.post("/admin/studies/t/state", data={"csrf_token": csrf_token(page), "action": "x"})
     assert r.status_code == 400 and listed_state(app) == "open"
+
+
+# --- Withdrawal: percept participant show / delete ---------------------------------------------
+
+
+def table_counts(app) -> dict[str, int]:
+    """Rows in every table of the schema."""
+    with app.app_context():
+        counts = {
+            table.name: db.session.scalar(select(func.count()).select_from(table))
+            for table in db.metadata.sorted_tables
+        }
+        db.session.remove()
+    return counts
+
+
+def test_participant_delete_removes_every_row_and_logs_only_a_hash(app, make_study, tmp_path):
+    import json
+
+    from study_server.export import hash_platform_id, write_export
+
+    make_study(platform="prolific", extra='completion_code = "DONE1"\ncheck_platform_ids = false')
+    client = app.test_client()
+    ids = {"withdrawn": "5f0c" + "a" * 20, "stays": "5f0c" + "b" * 20}
+    tokens = {}
+    for name, pid in ids.items():
+        r = join(client, prolific_pid=pid, study_id="S", session_id=f"sess-{name}")
+        assert r.status_code == 201, r.json
+        tokens[name] = r.json["token"]
+    # A second sign-up of the same id (another tab): a second token row to delete.
+    assert join(client, prolific_pid=ids["withdrawn"], study_id="S").status_code == 200
+    for token in tokens.values():
+        finish(client, token)
+    with app.app_context():
+        number = db.session.scalar(
+            select(Participant.id).where(Participant.platform_pid == ids["withdrawn"])
+        )
+        salt = db.session.scalar(select(Study.salt).where(Study.slug == "t"))
+        db.session.remove()
+
+    shown = percept(app, "participant", "show", "--study", "t", "--platform-id", ids["withdrawn"])
+    assert shown.exit_code == 0, shown.output
+    data = json.loads(shown.output)
+    assert data["participant"]["platform_pid"] == ids["withdrawn"]
+    assert data["participant"]["id"] == number and data["study"] == "t"
+    answered = sum(t["response"] is not None for t in data["trials"])
+    assert answered == len(data["trials"]) > 0
+    assert len(data["models"]) == 1 and len(data["tokens"]) == 2
+    assert "token_hash" not in shown.output
+    mine = {
+        "response": answered,
+        "trial": len(data["trials"]),
+        "participant_generator": len(data["models"]),
+        "token": len(data["tokens"]),
+        "participant": 1,
+    }
+
+    before = table_counts(app)
+    refused = percept(app, "participant", "delete", "--study", "t", "--participant", str(number))
+    assert refused.exit_code == 1 and "Aborted" in refused.output  # no confirmation given
+    assert table_counts(app) == before
+    both = percept(
+        app, "participant", "delete", "--study", "t", "--participant", "1", "--platform-id", "x"
+    )
+    assert both.exit_code == 2 and "exactly one of --platform-id or --participant" in both.output
+
+    done = percept(
+        app, "participant", "delete", "--study", "t", "--platform-id", ids["withdrawn"], "--yes"
+    )
+    assert done.exit_code == 0, done.output
+    assert ids["withdrawn"] not in done.output
+    after = table_counts(app)
+    expected = {name: n - mine.get(name, 0) for name, n in before.items()}
+    expected["audit_log"] += 1
+    assert after == expected
+
+    # Nothing of theirs is left in any table that references a participant or a trial.
+    with app.app_context():
+        for table in db.metadata.sorted_tables:
+            for fk in table.foreign_keys:
+                if fk.column.table.name == "participant":
+                    left = db.session.scalar(
+                        select(func.count()).select_from(table).where(fk.parent == number)
+                    )
+                    assert left == 0, table.name
+        entry = db.session.scalars(
+            select(AuditEntry).where(AuditEntry.action == "participant_delete")
+        ).one()
+        line = f"{entry.at} {entry.who} {entry.study_id} {entry.action} {entry.detail}"
+        db.session.remove()
+    assert entry.who == "cli"
+    assert ids["withdrawn"] not in line and ids["withdrawn"][4:] not in line
+    assert hash_platform_id(salt, ids["withdrawn"]) in entry.detail
+
+    # The next export no longer has them; the other participant is untouched.
+    with app.app_context():
+        write_export(tmp_path / "export", slug="t")
+        db.session.remove()
+    people = (tmp_path / "export" / "participants.csv").read_text()
+    trials = (tmp_path / "export" / "trials.csv").read_text().splitlines()
+    assert hash_platform_id(salt, ids["withdrawn"]) not in people
+    assert hash_platform_id(salt, ids["stays"]) in people
+    assert people.count("\n") == 2  # header + the one who stays
+    assert len(trials) - 1 == before["trial"] - mine["trial"]
+    # Their tokens are gone: the session is closed to them.
+    r = client.get("/api/v1/session", headers=auth(tokens["withdrawn"]))
+    assert r.status_code == 401
+    assert client.get("/api/v1/session", headers=auth(tokens["stays"])).status_code == 200
+    again = percept(app, "participant", "show", "--study", "t", "--participant", str(number))
+    assert again.exit_code == 2 and f"no participant with number {number}" in again.output
