@@ -213,6 +213,28 @@ def change_state(slug: str):
     return redirect(url_for("admin.study", slug=found.slug))
 
 
+@bp.post("/studies/<slug>/withdraw")
+def withdraw(slug: str):
+    """Delete one participant's rows (a withdrawal): first a confirmation page, then, with
+    `confirm=yes`, the deletion, logged in the audit log by a salted hash of the id."""
+    from study_server.withdrawal import delete_participant, find_participant, row_counts
+
+    found = study_or_404(slug)
+    number = request.form.get("participant", "").strip()
+    if not number.isdigit() or not 0 < int(number) < 2**31:
+        abort(400, description="give the participant's number (Id on this page)")
+    try:
+        person = find_participant(found, number=int(number))
+    except PerceptError as e:
+        abort(404, description=str(e))
+    if request.form.get("confirm") != "yes":
+        return render_template(
+            "admin/withdraw.html", slug=found.slug, number=person.id, rows=row_counts(person)
+        )
+    delete_participant(person, who())
+    return redirect(url_for("admin.study", slug=found.slug))
+
+
 def who() -> str:
     """This admin login as the audit log names it: the start of its admin_session id."""
     return f"admin {hash_login_id(session[SESSION_KEY])[:12]}"

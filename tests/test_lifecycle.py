@@ -297,3 +297,38 @@ def test_participant_delete_removes_every_row_and_logs_only_a_hash(app, make_stu
     assert client.get("/api/v1/session", headers=auth(tokens["stays"])).status_code == 200
     again = percept(app, "participant", "show", "--study", "t", "--participant", str(number))
     assert again.exit_code == 2 and f"no participant with number {number}" in again.output
+
+
+def test_dashboard_withdrawal_asks_then_deletes(app, make_study):
+    make_study()
+    client = app.test_client()
+    token = join(client, client_id="leaving").json["token"]
+    session(client, token)  # makes the trial list
+    assert join(client, client_id="staying").status_code == 201
+    with app.app_context():
+        number = db.session.scalar(
+            select(Participant.id).where(Participant.platform_pid == "leaving")
+        )
+        db.session.remove()
+    admin = admin_client(app)
+    before = table_counts(app)
+    page = admin.get("/admin/studies/t").text
+    form = {"csrf_token": csrf_token(page), "participant": str(number)}
+    assert (
+        admin.post("/admin/studies/t/withdraw", data={"participant": str(number)}).status_code
+        == 400
+    )
+    asked = admin.post("/admin/studies/t/withdraw", data=form)
+    assert asked.status_code == 200 and f"Delete participant {number}" in asked.text
+    assert table_counts(app) == before, "the confirmation page deleted something"
+    missing = admin.post("/admin/studies/t/withdraw", data={**form, "participant": "999999"})
+    assert missing.status_code == 404
+    done = admin.post("/admin/studies/t/withdraw", data={**form, "confirm": "yes"})
+    assert done.status_code == 302
+    after = table_counts(app)
+    assert after["participant"] == before["participant"] - 1
+    assert after["token"] == before["token"] - 1 and after["trial"] < before["trial"]
+    log = audit(app)
+    assert log[-1][1] == "participant_delete" and log[-1][0].startswith("admin ")
+    assert "leaving" not in log[-1][2]
+    assert client.get("/api/v1/session", headers=auth(token)).status_code == 401
