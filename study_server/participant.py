@@ -153,6 +153,10 @@ def study_or_404(slug: str) -> Study:
     return study
 
 
+# The field that names the participant, per platform (sign-up field, eligibility parameter).
+PID_FIELD = {"prolific": "prolific_pid", "mturk": "worker_id", "link": "client_id"}
+
+
 @bp.post("/api/v1/studies/<slug>/participants")
 def create_participant(slug: str):
     """Sign up or resume; limited per address (study_server/limits.py) and per study."""
@@ -179,12 +183,7 @@ def create_participant(slug: str):
         if not MTURK_HOSTS.match(ids["turk_submit_to"]):
             raise ApiError(400, "bad_field", "turk_submit_to must be MTurk's own submit host")
     if recruitment.check_platform_ids:
-        if platform == "prolific" and not PROLIFIC_ID.fullmatch(ids["prolific_pid"]):
-            raise ApiError(400, "bad_field", "prolific_pid must be a Prolific id (24 hex digits)")
-        if platform == "mturk" and not MTURK_WORKER_ID.fullmatch(ids["worker_id"]):
-            raise ApiError(
-                400, "bad_field", "worker_id must be an MTurk worker id (A, then 12+ A-Z/0-9)"
-            )
+        check_platform_id(platform, ids.get(PID_FIELD[platform]))
     identity = Identity(
         platform_pid=ids.get("prolific_pid") or ids.get("worker_id") or ids.get("client_id"),
         platform_study_id=ids.get("study_id"),
@@ -202,8 +201,16 @@ def create_participant(slug: str):
     )
 
 
-# The query parameter that names the participant, per platform (the sign-up's field).
-PID_FIELD = {"prolific": "prolific_pid", "mturk": "worker_id", "link": "client_id"}
+def check_platform_id(platform: str, pid: str | None) -> None:
+    """Refuse a Prolific or MTurk id that is not in the platform's own format (400)."""
+    if pid is None:
+        return
+    if platform == "prolific" and not PROLIFIC_ID.fullmatch(pid):
+        raise ApiError(400, "bad_field", "prolific_pid must be a Prolific id (24 hex digits)")
+    if platform == "mturk" and not MTURK_WORKER_ID.fullmatch(pid):
+        raise ApiError(
+            400, "bad_field", "worker_id must be an MTurk worker id (A, then 12+ A-Z/0-9)"
+        )
 
 
 @bp.get("/api/v1/studies/<slug>/eligibility")
@@ -217,6 +224,8 @@ def get_eligibility(slug: str):
         raise ApiError(400, "unknown_field", f"unknown parameter {unknown[0]!r} for this study")
     screen = (_screen_param("width"), _screen_param("height"))
     identity = Identity(platform_pid=_id_text(request.args, pid_field))
+    if config.recruitment.check_platform_ids:
+        check_platform_id(config.recruitment.platform, identity.platform_pid)
     refused = refusal(study, config, identity, screen)
     if refused is None:
         return jsonify(eligible=True, reason=None, message=None)

@@ -93,6 +93,9 @@ def test_eligibility_of_a_completed_prolific_id(app, make_study):
     assert eligibility(client, prolific_pid=PID)["reason"] == "already_completed"
     assert eligibility(client, prolific_pid="6f1a2b3c4d5e6f7a8b9c0d1e")["eligible"] is True
     assert row_counts(app) == before
+    # An id the sign-up would refuse is refused here too, before consent.
+    r = client.get("/api/v1/studies/t/eligibility?prolific_pid=not-a-prolific-id")
+    assert (r.status_code, r.json["error"]) == (400, "bad_field")
 
 
 @pytest.mark.parametrize(
