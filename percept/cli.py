@@ -339,11 +339,30 @@ def serve(db_url: str | None, host: str, port: int, demo_dir: Path | None) -> No
             raise PerceptError(f"{database}: not found; run `percept demo --out {demo_dir}` first")
         db_url = f"sqlite:///{database.resolve()}"
         config["IMAGE_STORE"] = str((demo_dir / "images").resolve())
-        click.echo(f"Demo study: http://{host}:{port}/s/demo")
     app = make_app(db_url, **config)
     require_current_schema(app)
-    click.echo(f"Serving on http://{host}:{port}/ (Ctrl-C stops)")
+    base = f"http://{host}:{port}"
+    click.echo(f"Admin: {base}/admin/")
+    with app.app_context():
+        slugs = open_study_slugs()
+    for slug in slugs:
+        click.echo(f"Participants of {slug}: {base}/s/{slug}")
+    if not slugs:
+        click.echo("No open study yet: `percept study create` makes one.")
+    click.echo(f"Serving on {base} (Ctrl-C stops)")
     run_simple(host, port, app, threaded=True)
+
+
+def open_study_slugs() -> list[str]:
+    """Slugs of the studies that take participants (in the app context), sorted."""
+    from sqlalchemy import select
+
+    from study_server.db import db
+    from study_server.models import Study
+
+    studies = db.session.scalars(select(Study).order_by(Study.slug))
+    # Studies without a lifecycle state (before study states existed) are all open.
+    return [s.slug for s in studies if getattr(s, "state", "open") == "open"]
 
 
 @cli.command("export")

@@ -38,6 +38,10 @@ def init_limits(app: Flask) -> Limiter:
     views = app.view_functions
     signup = "participant.create_participant"
     views[signup] = limiter.limit(signup_limit, on_breach=log_signup_breach)(views[signup])
+    # Eligibility tells whether a platform id completed the study, as a sign-up would:
+    # the same per-address limit (its own counter), so it is no faster way to ask.
+    eligibility = "participant.get_eligibility"
+    views[eligibility] = limiter.limit(signup_limit)(views[eligibility])
     views["admin.login"] = limiter.limit(
         admin_login_limit,
         methods=["POST"],

@@ -50,6 +50,8 @@ ERROR_CODES = {
     "`on_pause` is `stop`)",
     "already_completed": "this platform id already completed the study",
     "returned": "this platform id returned the study and cannot go on",
+    "screen_too_small": "the screen is smaller than the study's `[device]` minimum "
+    "(eligibility only)",
     "request_entity_too_large": "the body is over 16 KiB",
     "image_unavailable": "the image's file is missing or changed in the server's image store",
     "busy": "the study took its cap of newcomers this minute; retry after `Retry-After` seconds",
@@ -324,6 +326,32 @@ def path_parameter(name: str, schema: dict[str, Any], description: str) -> dict[
     }
 
 
+def query_parameter(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "schema": schema,
+        "description": description,
+    }
+
+
+def eligibility_parameters(slug_schema: dict[str, Any]) -> list[dict[str, Any]]:
+    """The study, who asks (the platform's id field, as in the sign-up) and their screen."""
+    from study_server.identifiers import ID_TEXT
+
+    platform_id = {"type": "string", "pattern": ID_TEXT.pattern}
+    pixels = {"type": "integer", "minimum": 1, "maximum": 999_999}
+    return [
+        path_parameter("slug", slug_schema, "study"),
+        query_parameter("prolific_pid", platform_id, "Prolific studies only: PROLIFIC_PID"),
+        query_parameter("worker_id", platform_id, "MTurk studies only: workerId"),
+        query_parameter("client_id", platform_id, "link studies only: the browser's own id"),
+        query_parameter("width", pixels, "the screen's width (`screen.width`), in CSS px"),
+        query_parameter("height", pixels, "the screen's height (`screen.height`), in CSS px"),
+    ]
+
+
 @cache
 def build() -> dict[str, Any]:
     """The whole document (built once; callers get a copy from `document`)."""
@@ -390,6 +418,30 @@ def build() -> dict[str, Any]:
             "required": ["trial_id", "received_at"],
             "additionalProperties": False,
         },
+        "Eligibility": {
+            "type": "object",
+            "properties": {
+                "eligible": {"type": "boolean"},
+                "reason": {
+                    "type": ["string", "null"],
+                    "enum": [
+                        None,
+                        "study_full",
+                        "already_completed",
+                        "returned",
+                        "screen_too_small",
+                    ],
+                    "description": "why not: the sign-up's own error code, or "
+                    "`screen_too_small`; null when eligible",
+                },
+                "message": {
+                    "type": ["string", "null"],
+                    "description": "the reason, for people; null when eligible",
+                },
+            },
+            "required": ["eligible", "reason", "message"],
+            "additionalProperties": False,
+        },
         "State": {
             "type": "object",
             "properties": {"state": {"type": "string"}},
@@ -423,6 +475,26 @@ def build() -> dict[str, Any]:
                 ],
                 secure=False,
                 description="The body takes the fields of the study's platform only.",
+            ),
+        },
+        "/api/v1/studies/{slug}/eligibility": {
+            "get": operation(
+                "May this person take the study? Asked before consent; stores nothing",
+                {
+                    "200": ("whether they may, and why not", ref("Eligibility")),
+                    "400": ("a parameter is unknown for the study's platform, or bad", error),
+                    "404": ("no such study", error),
+                },
+                parameters=eligibility_parameters({"type": "string", "pattern": SLUG.pattern}),
+                secure=False,
+                description=(
+                    "The trial runner asks this before it shows the consent form. It gives "
+                    "the refusal the sign-up would give now (full, this id completed or "
+                    "returned it) and `screen_too_small` below the study's `[device]` "
+                    "minimum; a sign-up may still be refused when places fill meanwhile. "
+                    "Only the platform's own id parameter is taken; a session idle past "
+                    "the timeout counts as a free place."
+                ),
             ),
         },
         "/api/v1/session": {
@@ -619,6 +691,14 @@ def markdown(doc: dict[str, Any] | None = None) -> str:
     lines += sign_up_table(schemas)
     screen = schemas["SignUpLink"]["properties"]["screen"]
     lines += ["", "`screen`:", "", *field_table(screen)]
+    lines += ["", "### Eligibility parameters (`GET /api/v1/studies/{slug}/eligibility`)", ""]
+    lines += ["| parameter | type | meaning |", "|---|---|---|"]
+    eligibility = doc["paths"]["/api/v1/studies/{slug}/eligibility"]["get"]
+    for parameter in eligibility["parameters"]:
+        if parameter["in"] == "query":
+            kind = schema_text(parameter["schema"])
+            lines.append(f"| `{parameter['name']}` | {kind} | {parameter['description']} |")
+    lines += ["", "Answer:", "", *field_table(schemas["Eligibility"])]
     lines += ["", "### Error codes", "", "| `error` | meaning |", "|---|---|"]
     lines += [f"| `{code}` | {meaning} |" for code, meaning in ERROR_CODES.items()]
     lines += ["", END]

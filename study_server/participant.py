@@ -10,7 +10,17 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlencode
 
-from flask import Blueprint, abort, current_app, g, jsonify, render_template, request
+from flask import (
+    Blueprint,
+    abort,
+    current_app,
+    g,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
 from sqlalchemy import select
 from sqlalchemy.orm import joinedload
 from werkzeug.exceptions import HTTPException
@@ -27,6 +37,7 @@ from study_server.assignment import (
 )
 from study_server.cleantext import strip_controls
 from study_server.db import db
+from study_server.eligibility import refusal
 from study_server.headers import allow_mturk_frame
 from study_server.identifiers import (
     ID_TEXT,
@@ -142,6 +153,10 @@ def study_or_404(slug: str) -> Study:
     return study
 
 
+# The field that names the participant, per platform (sign-up field, eligibility parameter).
+PID_FIELD = {"prolific": "prolific_pid", "mturk": "worker_id", "link": "client_id"}
+
+
 @bp.post("/api/v1/studies/<slug>/participants")
 def create_participant(slug: str):
     """Sign up or resume; limited per address (study_server/limits.py) and per study."""
@@ -168,12 +183,7 @@ def create_participant(slug: str):
         if not MTURK_HOSTS.match(ids["turk_submit_to"]):
             raise ApiError(400, "bad_field", "turk_submit_to must be MTurk's own submit host")
     if recruitment.check_platform_ids:
-        if platform == "prolific" and not PROLIFIC_ID.fullmatch(ids["prolific_pid"]):
-            raise ApiError(400, "bad_field", "prolific_pid must be a Prolific id (24 hex digits)")
-        if platform == "mturk" and not MTURK_WORKER_ID.fullmatch(ids["worker_id"]):
-            raise ApiError(
-                400, "bad_field", "worker_id must be an MTurk worker id (A, then 12+ A-Z/0-9)"
-            )
+        check_platform_id(platform, ids.get(PID_FIELD[platform]))
     identity = Identity(
         platform_pid=ids.get("prolific_pid") or ids.get("worker_id") or ids.get("client_id"),
         platform_study_id=ids.get("study_id"),
@@ -191,7 +201,48 @@ def create_participant(slug: str):
     )
 
 
-def _id_text(body: dict[str, Any], name: str) -> str | None:
+def check_platform_id(platform: str, pid: str | None) -> None:
+    """Refuse a Prolific or MTurk id that is not in the platform's own format (400)."""
+    if pid is None:
+        return
+    if platform == "prolific" and not PROLIFIC_ID.fullmatch(pid):
+        raise ApiError(400, "bad_field", "prolific_pid must be a Prolific id (24 hex digits)")
+    if platform == "mturk" and not MTURK_WORKER_ID.fullmatch(pid):
+        raise ApiError(
+            400, "bad_field", "worker_id must be an MTurk worker id (A, then 12+ A-Z/0-9)"
+        )
+
+
+@bp.get("/api/v1/studies/<slug>/eligibility")
+def get_eligibility(slug: str):
+    """May this person take the study? Asked before consent; stores nothing."""
+    study = study_or_404(slug)
+    config = study_config(study)
+    pid_field = PID_FIELD[config.recruitment.platform]
+    unknown = sorted(set(request.args) - {pid_field, "width", "height"})
+    if unknown:
+        raise ApiError(400, "unknown_field", f"unknown parameter {unknown[0]!r} for this study")
+    screen = (_screen_param("width"), _screen_param("height"))
+    identity = Identity(platform_pid=_id_text(request.args, pid_field))
+    if config.recruitment.check_platform_ids:
+        check_platform_id(config.recruitment.platform, identity.platform_pid)
+    refused = refusal(study, config, identity, screen)
+    if refused is None:
+        return jsonify(eligible=True, reason=None, message=None)
+    return jsonify(eligible=False, reason=refused.code, message=refused.message)
+
+
+def _screen_param(name: str) -> int | None:
+    value = request.args.get(name)
+    if value is None:
+        return None
+    # Digits only: int() would also take " 12", "1_000" and "١٢".
+    if not (value.isascii() and value.isdigit() and 0 < len(value) <= 6) or int(value) == 0:
+        raise ApiError(400, "bad_field", f"{name} must be a positive integer of pixels")
+    return int(value)
+
+
+def _id_text(body: Any, name: str) -> str | None:
     value = body.get(name)
     if value is None:
         return None
@@ -382,6 +433,24 @@ def image(public_id: str):
     return data, 200, IMAGE_HEADERS
 
 
+@bp.get("/favicon.ico")
+def favicon():
+    """Browsers ask for /favicon.ico on their own: an explicit empty answer, not a 404.
+
+    The pages themselves name static/favicon.svg (base.html).
+    """
+    return "", 204, {"Cache-Control": "public, max-age=86400"}
+
+
+@bp.get("/s/<slug>/")
+def runner_slash(slug: str):
+    """Researchers paste links with a trailing slash: send them to the runner, keeping the
+    query string (Prolific's and MTurk's ids travel in it)."""
+    target = url_for("participant.runner", slug=slug)
+    query = request.query_string.decode("latin-1")
+    return redirect(f"{target}?{query}" if query else target, 308)
+
+
 @bp.get("/s/<slug>")
 def runner(slug: str):
     """The trial runner: one page whose screens the ES modules in static/runner/ drive."""
@@ -395,5 +464,11 @@ def runner(slug: str):
         "slug": study.slug,
         "platform": config.recruitment.platform,
         "keys": {"real": config.response.real_key, "fake": config.response.fake_key},
+        # The device check runs before sign-up, so the page itself needs the requirements.
+        "device": {
+            "min_width": config.device.min_width,
+            "min_height": config.device.min_height,
+            "fullscreen": config.device.fullscreen,
+        },
     }
     return render_template("participant/runner.html", study=study, config=config, settings=settings)

@@ -75,21 +75,21 @@ def wait_screen(page, name: str, timeout: float = 15_000) -> None:
 
 
 def start(page, url: str, shots: bool = False) -> None:
-    """Open the link, consent, read the instructions, pass the device check."""
+    """Open the link, consent, pass the device check (the sign-up), read the instructions."""
     page.goto(url)
     wait_screen(page, "consent")
     if shots:
         screenshot(page, "consent")
     page.keyboard.press("Enter")  # keyboard only: "I agree" has the focus
+    page.wait_for_selector('[data-screen="device"] [data-action="continue"]:not([disabled])')
+    if shots:
+        screenshot(page, "device-check")
+    page.keyboard.press("Enter")
     wait_screen(page, "instructions")
     wait_true(page, "[...document.querySelectorAll('[data-examples] img')].every(i => i.complete)")
     if shots:
         screenshot(page, "instructions")
     page.keyboard.press("Enter")  # the Continue button has the focus
-    page.wait_for_selector('[data-screen="device"] [data-action="continue"]:not([disabled])')
-    if shots:
-        screenshot(page, "device-check")
-    page.keyboard.press("Enter")
 
 
 def answer_trials(
@@ -196,11 +196,11 @@ def test_prolific_session_by_keys(app, make_study, live_server, page):
         inputs = set(db.session.scalars(select(Response.input)))
     assert inputs == {"key"}
 
-    # The same Prolific id in another browser gets no second session.
+    # The same Prolific id in another browser gets no second session, and is told so
+    # before the consent form.
     other = page.context.browser.new_context()
     again = other.new_page()
     again.goto(f"{live_server}/s/t?{PROLIFIC}")
-    again.click("[data-action=consent]")
     wait_screen(again, "completed-before")
     screenshot(again, "already-completed")
     other.close()
@@ -363,14 +363,12 @@ def test_trial_screen_and_small_screens(app, make_study, live_server, browser):
     screenshot(page, "trial")
     context.close()
 
-    # A phone-sized window, where the study asks for 800 x 600 at least.
+    # A phone, where the study asks for 800 x 600 at least: told before the consent form.
     phone = browser.new_context(viewport={"width": 390, "height": 740}, has_touch=True)
     page = phone.new_page()
     page.goto(f"{live_server}/s/t")
-    page.click("[data-action=consent]")
-    page.click('[data-screen="instructions"] [data-action="continue"]')
-    wait_screen(page, "small")
-    assert "800 \u00d7 600" in page.inner_text('[data-screen="small"]')
+    wait_screen(page, "too-small")
+    assert "800 \u00d7 600" in page.inner_text('[data-screen="too-small"]')
     screenshot(page, "small-screen")
     phone.close()
 
@@ -392,11 +390,15 @@ def test_trial_screen_and_small_screens(app, make_study, live_server, browser):
     # A full study turns newcomers away before anything is stored for them.
     make_study(slug="full", target=1)
     page = browser.new_page()
-    for _ in range(3):  # one place per model (two models): the third visitor finds it full
+    for _ in range(2):  # one place per model (two models): the third visitor finds it full
         page.goto(f"{live_server}/s/full")
         page.evaluate("localStorage.clear()")
         page.goto(f"{live_server}/s/full")
         page.click("[data-action=consent]")
+        page.click('[data-screen="device"] [data-action="continue"]:not([disabled])')
+        wait_screen(page, "instructions")
+    page.evaluate("localStorage.clear()")
+    page.goto(f"{live_server}/s/full")
     wait_screen(page, "full")
     screenshot(page, "study-full")
     page.close()

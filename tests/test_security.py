@@ -19,7 +19,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -110,7 +110,7 @@ def test_the_document_lists_exactly_the_participant_api_routes(app):
     assert served == documented
     for path, methods in DOC["paths"].items():
         for method, op in methods.items():
-            names = {p["name"] for p in op.get("parameters", ())}
+            names = {p["name"] for p in op.get("parameters", ()) if p["in"] == "path"}
             assert names == set(re.findall(r"{(\w+)}", path)), (method, path)
             assert "200" in op["responses"] or "201" in op["responses"]
 
@@ -324,6 +324,13 @@ def parameter_values(name: str, schema: dict[str, Any], world: World) -> st.Sear
     return mostly(st.sampled_from(known), from_schema(schema) | anything)
 
 
+def query_values(name: str, schema: dict[str, Any]) -> st.SearchStrategy:
+    """Values for a query parameter: often left out, then real ids, valid values and junk."""
+    known = st.sampled_from(["me-1", "other-1"]) if name == "client_id" else st.nothing()
+    anything = NASTY_TEXT | st.text(max_size=30) | st.integers() | st.just("")
+    return st.none() | mostly(known | from_schema(schema), anything)
+
+
 def authorizations(world: World) -> st.SearchStrategy:
     """Authorization headers: mostly the fuzzing participant's own, then everything else."""
     others = st.sampled_from(
@@ -343,7 +350,14 @@ def authorizations(world: World) -> st.SearchStrategy:
 def requests(path: str, method: str, op: dict[str, Any], world: World) -> st.SearchStrategy:
     """(url, headers, body bytes, content type) for one operation of the document."""
     parameters = {
-        p["name"]: parameter_values(p["name"], p["schema"], world) for p in op.get("parameters", ())
+        p["name"]: parameter_values(p["name"], p["schema"], world)
+        for p in op.get("parameters", ())
+        if p["in"] == "path"
+    }
+    queries = {
+        p["name"]: query_values(p["name"], p["schema"])
+        for p in op.get("parameters", ())
+        if p["in"] == "query"
     }
     if "requestBody" in op:
         body_schema = op["requestBody"]["content"]["application/json"]["schema"]
@@ -364,6 +378,10 @@ def requests(path: str, method: str, op: dict[str, Any], world: World) -> st.Sea
             url = url.replace(
                 "{" + name + "}", quote(str(draw(values)), safe="", errors="surrogatepass")
             )
+        query = {name: draw(values) for name, values in queries.items()}
+        query = {name: value for name, value in query.items() if value is not None}
+        if query:
+            url += "?" + urlencode(query, errors="surrogatepass")
         headers = {}
         authorization = draw(authorizations(world))
         if authorization is not None:

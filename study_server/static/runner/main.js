@@ -1,5 +1,8 @@
-// The trial runner: consent → instructions → device check → practice → main → completion.
-// It talks only to the participant API; it never knows which images are real.
+// The trial runner: eligibility → consent → device check → sign-up → instructions →
+// practice → main → completion. Nothing is stored on the server before the sign-up, which
+// comes only after consent and the device check; after consent, "Stop and return the
+// study" is on every screen. It talks only to the participant API; it never knows which
+// images are real.
 
 import { ApiError, Outbox, requestJson, withRetries } from "./api.js";
 import { framesFor, measureFrameInterval, nextFrame, present, waitFrames } from "./timing.js";
@@ -27,7 +30,14 @@ const KEY_LABELS = { space: "Space", enter: "Enter", arrowleft: "←", arrowrigh
 
 // --- Screens -------------------------------------------------------------------------
 
+// Once the participant stopped, only these screens may still show.
+const STOPPED_SCREENS = new Set(["returned", "invalid"]);
+// Where a Prolific participant returns a study (the link on the return screens).
+const PROLIFIC_HOME = "https://app.prolific.com/";
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
 function show(name) {
+  if (leave.stopped && !STOPPED_SCREENS.has(name)) return;
   for (const screen of $$("[data-screen]")) screen.hidden = screen.dataset.screen !== name;
   document.body.dataset.current = name;
   const button = $(`[data-screen="${name}"] button.primary:not([disabled])`);
@@ -41,6 +51,25 @@ function continueFrom(name) {
   return new Promise((resolve) => {
     button.addEventListener("click", () => resolve(), { once: true });
   });
+}
+
+/** Each platform's words for giving a study back, on every screen that needs them. */
+function fillReturnText() {
+  for (const box of $$("[data-return-text]")) {
+    if (settings.platform === "prolific") {
+      const link = document.createElement("a");
+      link.href = PROLIFIC_HOME;
+      link.textContent = "Back to Prolific";
+      link.dataset.prolificLink = "";
+      box.replaceChildren("Please return the study on Prolific (“Return submission”), "
+        + "so that your place goes to someone else and you are not penalised. ", link);
+    } else if (settings.platform === "mturk") {
+      box.textContent = "Please return the HIT on MTurk (the “Return” button), so "
+        + "that your place goes to someone else and you are not penalised.";
+    } else {
+      box.textContent = "You may now close this page.";
+    }
+  }
 }
 
 function labelKeys() {
@@ -78,34 +107,120 @@ function identity() {
   return { key: clientId, body: { client_id: clientId } };
 }
 
-async function signUp(who) {
-  show("consent");
-  const error = $("[data-consent-error]");
-  for (;;) {
-    await new Promise((resolve) =>
-      $('[data-action="consent"]').addEventListener("click", resolve, { once: true }));
-    error.hidden = true;
-    try {
-      const body = { consent: true, ...who.body, user_agent: navigator.userAgent.slice(0, 1000),
-        screen: { width: screen.width, height: screen.height,
-          device_pixel_ratio: window.devicePixelRatio } };
-      const reply = await withRetries(
-        () => requestJson("POST", `/api/v1/studies/${settings.slug}/participants`, { body }),
-        () => { error.textContent = "No connection, trying again…"; error.hidden = false; },
-      );
-      store.set("session", { token: reply.token, who: who.key });
-      return reply.token;
-    } catch (e) {
-      if (e instanceof ApiError && e.code === "study_full") return show("full");
-      if (e instanceof ApiError && e.code === "already_completed") return show("completed-before");
-      if (e instanceof ApiError && e.status >= 400 && e.status < 500) {
-        $("[data-invalid-reason]").textContent = e.message;
-        return show("invalid");
-      }
-      error.textContent = `Something went wrong (${e.message}). Please try again.`;
-      error.hidden = false;
-    }
+const PID_FIELD = { prolific: "prolific_pid", mturk: "worker_id", link: "client_id" };
+
+/** Ask the server, before consent, whether this person can take the study (stores nothing). */
+async function eligible(who) {
+  const query = new URLSearchParams({ [PID_FIELD[settings.platform]]: who.key });
+  if (screen.width > 0 && screen.height > 0) {
+    query.set("width", Math.round(screen.width));
+    query.set("height", Math.round(screen.height));
   }
+  let reply;
+  try {
+    reply = await withRetries(() =>
+      requestJson("GET", `/api/v1/studies/${settings.slug}/eligibility?${query}`));
+  } catch (e) {
+    if (!(e instanceof ApiError)) throw e;
+    reply = { eligible: false, reason: e.code, message: e.message };
+  }
+  if (!reply.eligible) refuse(reply.reason, reply.message);
+  return reply.eligible;
+}
+
+/** The screen for a refusal code from the eligibility check or the sign-up. */
+function refuse(code, message) {
+  const screens = { study_full: "full", already_completed: "completed-before",
+    returned: "returned-before" };
+  if (code === "screen_too_small") {
+    const device = settings.device;
+    for (const box of $$("[data-min-size]")) box.textContent = `${device.min_width} × ${device.min_height}`;
+    $("[data-screen-size]").textContent = `${screen.width} × ${screen.height}`;
+    return show("too-small");
+  }
+  if (screens[code]) return show(screens[code]);
+  $("[data-invalid-reason]").textContent = message;
+  return show("invalid");
+}
+
+/** The consent screen: true for "I agree", false for "I do not agree" (nothing is sent). */
+function askConsent() {
+  show("consent");
+  return new Promise((resolve) => {
+    $('[data-action="consent"]').addEventListener("click", () => resolve(true), { once: true });
+    $('[data-action="decline"]').addEventListener("click", () => resolve(false), { once: true });
+  });
+}
+
+/** Take a place (after consent and the device check); the token, or null when refused. */
+async function signUp(who) {
+  const body = { consent: true, ...who.body, user_agent: navigator.userAgent.slice(0, 1000),
+    screen: { width: screen.width, height: screen.height,
+      device_pixel_ratio: window.devicePixelRatio } };
+  try {
+    const reply = await withRetries(
+      () => requestJson("POST", `/api/v1/studies/${settings.slug}/participants`, { body }),
+      () => { $("[data-net]").hidden = false; },
+    );
+    $("[data-net]").hidden = true;
+    store.set("session", { token: reply.token, who: who.key });
+    return reply.token;
+  } catch (e) {
+    if (!(e instanceof ApiError)) throw e;
+    // Places can fill between the eligibility check and now.
+    refuse(e.code, e.message);
+    return null;
+  }
+}
+
+// --- Stopping -----------------------------------------------------------------------------
+
+// What "Stop and return the study" needs: the session's token (none before sign-up) and
+// the answers still on their way.
+// `unsent`: answers given but not yet in the outbox (the mask may still be showing).
+const leave = { offered: false, stopped: false, token: null, outbox: null, unsent: 0 };
+
+function offerStop() {
+  if (leave.offered) return;
+  leave.offered = true;
+  const button = $('[data-action="stop"]');
+  const panel = $("[data-stop-confirm]");
+  button.hidden = false;
+  button.addEventListener("click", () => {
+    panel.hidden = false;
+    $('[data-action="stop-no"]').focus();
+  });
+  $('[data-action="stop-no"]').addEventListener("click", () => { panel.hidden = true; });
+  $('[data-action="stop-yes"]').addEventListener("click", () => stop(), { once: true });
+}
+
+/** Give the study back: the place is freed on the server at once, nothing goes on here. */
+async function stop() {
+  show("returned");
+  leave.stopped = true;
+  $("[data-stop-confirm]").hidden = true;
+  $('[data-action="stop"]').hidden = true;
+  if (document.fullscreenElement) document.exitFullscreen().catch(() => {});
+  const status = $("[data-return-status]");
+  if (!leave.token) {
+    status.textContent = "Nothing about you has been stored.";
+    return;
+  }
+  // Answers already given are kept: let the last ones arrive first (briefly), or an
+  // answer could reach the server after its trial was given back.
+  const until = performance.now() + 3000;
+  while (leave.unsent > 0 && performance.now() < until) await sleep(50);
+  if (leave.outbox) {
+    await Promise.race([leave.outbox.drained(), sleep(Math.max(0, until - performance.now()))]);
+  }
+  try {
+    await withRetries(() => requestJson("POST", "/api/v1/session/return", { token: leave.token }));
+    status.textContent = "Your place has been given back. Thank you for your time.";
+  } catch (e) {
+    status.textContent = "Your session is already closed.";
+  }
+  store.remove("session");
+  store.remove("outbox");
 }
 
 // --- Images ------------------------------------------------------------------------------
@@ -158,13 +273,14 @@ function waitForAnswer(state) {
   const buttons = $$("[data-choice]");
   return new Promise((resolve) => {
     const finish = (choice, time, input) => {
+      leave.unsent += 1;
       document.removeEventListener("keydown", onKey);
       for (const b of buttons) b.removeEventListener("pointerup", onButton);
       for (const b of buttons) b.disabled = true;
       resolve({ choice, time, input });
     };
     const onKey = (event) => {
-      if (!state.armed || event.repeat) return;
+      if (!state.armed || event.repeat || leave.stopped) return;
       const key = event.key.toLowerCase();
       for (const choice of ["real", "fake"]) {
         const wanted = KEY_NAMES[settings.keys[choice]] || settings.keys[choice];
@@ -175,7 +291,7 @@ function waitForAnswer(state) {
       }
     };
     const onButton = (event) => {
-      if (!state.armed) return;
+      if (!state.armed || leave.stopped) return;
       finish(event.currentTarget.dataset.choice, event.timeStamp,
         event.pointerType === "touch" ? "touch" : "button");
     };
@@ -293,6 +409,8 @@ async function runBlock(name, trials, run) {
     }
     const body = await runTrial(trial, run);
     const acked = run.outbox.add(trial.id, body);
+    leave.unsent -= 1;
+    if (leave.stopped) return;
     run.lastAck = acked;
     run.done.add(trial.id);
     if (!practice) {
@@ -316,41 +434,51 @@ async function runBlock(name, trials, run) {
 
 // --- Device check -----------------------------------------------------------------------
 
-async function checkDevice(run) {
-  const device = run.session.study.device;
+/** Wait until the window is as large as the study needs (shows how, meanwhile). */
+async function windowLargeEnough(device) {
   const bigEnough = () => innerWidth >= device.min_width && innerHeight >= device.min_height;
-  if (!bigEnough()) {
-    $("[data-min-size]").textContent = `${device.min_width} × ${device.min_height}`;
-    const showSize = () => { $("[data-size]").textContent = `${innerWidth} × ${innerHeight}`; };
-    showSize();
-    show("small");
-    await new Promise((resolve) => {
-      const onResize = () => {
-        showSize();
-        if (bigEnough()) {
-          removeEventListener("resize", onResize);
-          resolve();
-        }
-      };
-      addEventListener("resize", onResize);
-    });
-  }
+  if (bigEnough()) return;
+  for (const box of $$("[data-min-size]")) box.textContent = `${device.min_width} × ${device.min_height}`;
+  const showSize = () => { $("[data-size]").textContent = `${innerWidth} × ${innerHeight}`; };
+  showSize();
+  show("small");
+  await new Promise((resolve) => {
+    const onResize = () => {
+      showSize();
+      if (bigEnough()) {
+        removeEventListener("resize", onResize);
+        resolve();
+      }
+    };
+    addEventListener("resize", onResize);
+  });
+}
+
+/** The window size and the refresh rate; resolves with the frame interval in ms. */
+async function checkDevice(device) {
+  await windowLargeEnough(device);
   show("device");
-  run.frameMs = await measureFrameInterval(60);
-  const hz = Math.round(1000 / run.frameMs);
+  const frameMs = await measureFrameInterval(60);
+  const hz = Math.round(1000 / frameMs);
   $("[data-device-status]").textContent = `Your screen refreshes about ${hz} times a second. All set.`;
   const button = $('[data-screen="device"] [data-action="continue"]');
   button.disabled = false;
   if (device.fullscreen) $("[data-fullscreen-note]").hidden = false;
   await continueFrom("device");
+  button.disabled = true;
   if (device.fullscreen && document.documentElement.requestFullscreen) {
     await document.documentElement.requestFullscreen().catch(() => {});
   }
+  return frameMs;
 }
 
 // --- Completion -------------------------------------------------------------------------
 
 async function finish(run) {
+  if (leave.stopped) return;
+  // Past the last answer there is nothing left to stop.
+  $('[data-action="stop"]').hidden = true;
+  $("[data-stop-confirm]").hidden = true;
   show("saving");
   await run.outbox.drained();
   const completion = run.session.completion
@@ -388,6 +516,7 @@ async function loadSession(token) {
 
 async function main() {
   labelKeys();
+  fillReturnText();
   const who = identity();
   if (who === null) return show("invalid");
   if (who.preview) return show("preview");
@@ -401,13 +530,26 @@ async function main() {
   }
   let session = saved ? await loadSession(saved.token) : null;
   let token = session ? saved.token : null;
+  let frameMs = null;
   if (!session) {
+    // A newcomer: told before consent when they cannot take part, and the place is
+    // taken only once they agreed and their device passed the check.
     store.remove("outbox");
+    if (!(await eligible(who))) return;
+    await windowLargeEnough(settings.device);
+    if (!(await askConsent())) return show("declined");
+    offerStop();
+    frameMs = await checkDevice(settings.device);
+    if (leave.stopped) return;
+    show("loading");
     token = await signUp(who);
     if (!token) return;
+    leave.token = token;
     session = await loadSession(token);
   }
-  if (session.state === "returned") return show("invalid");
+  if (session.state === "returned") return show("returned-before");
+  if (session.state !== "completed") offerStop();
+  leave.token = token;
 
   const net = $("[data-net]");
   const run = {
@@ -418,7 +560,7 @@ async function main() {
     staircaseMs: session.next_exposure_ms,
     images: new Images(),
     done: new Set(session.trials.filter((t) => t.answered).map((t) => t.id)),
-    frameMs: 1000 / 60,
+    frameMs: frameMs || 1000 / 60,
     lastAck: Promise.resolve(),
   };
   run.outbox = new Outbox(store.key("outbox"), token, {
@@ -432,6 +574,7 @@ async function main() {
       count.textContent = waiting ? `${waiting} answer(s) still to send.` : "";
     },
   });
+  leave.outbox = run.outbox;
   for (const id of run.outbox.pending()) run.done.add(id);
   run.outbox.flush();
   if (session.state === "completed") return finish(run);
@@ -448,7 +591,7 @@ async function main() {
     }));
     await continueFrom("instructions");
   }
-  await checkDevice(run);
+  if (frameMs === null) run.frameMs = await checkDevice(session.study.device);
   const mainStarted = session.state === "main" || session.trials.some(
     (t) => t.block === "main" && run.done.has(t.id));
   if (!mainStarted) await runBlock("practice", remaining("practice"), run);

@@ -1,0 +1,89 @@
+"""May this person take the study? Asked before consent, answered without storing anything.
+
+The trial runner asks before it shows the consent form, so nobody reads a consent
+form for a study they cannot take. The reasons are the sign-up's own refusals
+(same codes), plus a screen smaller than the study needs. Nothing here writes: a
+session idle past the timeout is counted as free, as the next sign-up would count it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy import and_, func, or_, select
+
+from study_server.assignment import Identity, find_existing
+from study_server.db import db, utcnow
+from study_server.models import ACTIVE_STATES, Participant, Study, participant_generator
+from study_server.studyconfig import StudyConfig
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why someone cannot take the study: an API error code and a sentence for people."""
+
+    code: str
+    message: str
+
+
+def refusal(
+    study: Study,
+    config: StudyConfig,
+    identity: Identity,
+    screen: tuple[int | None, int | None] = (None, None),
+) -> Refusal | None:
+    """The first reason this person cannot take part, or None when they may.
+
+    In the order a person should hear them: the study itself, their own earlier
+    session, their screen, then room. Someone resuming their own open session is
+    never told the study is full: their place is theirs.
+    """
+    closed = study_refusal(study)
+    if closed is not None:
+        return closed
+    existing = find_existing(study, config, identity)
+    if existing is not None and existing.state == "completed":
+        return Refusal("already_completed", "this study is already completed")
+    if existing is not None and existing.state == "returned":
+        return Refusal("returned", "this session was returned and cannot go on")
+    width, height = screen
+    device = config.device
+    if (width is not None and width < device.min_width) or (
+        height is not None and height < device.min_height
+    ):
+        return Refusal(
+            "screen_too_small",
+            f"this study needs a screen of at least {device.min_width} x {device.min_height} "
+            "pixels",
+        )
+    if existing is None and not has_room(study, config):
+        return Refusal("study_full", "this study has all the participants it needs")
+    return None
+
+
+def study_refusal(study: Study) -> Refusal | None:
+    """Refusals that depend on the study alone (none yet).
+
+    Study states (open, paused, closed) refuse here, with the code the sign-up uses.
+    """
+    return None
+
+
+def has_room(study: Study, config: StudyConfig) -> bool:
+    """Whether a newcomer would get models now (the read-only twin of `least_filled`)."""
+    cutoff = utcnow() - timedelta(minutes=config.recruitment.idle_timeout_minutes)
+    holding = or_(
+        Participant.state == "completed",
+        and_(Participant.state.in_(ACTIVE_STATES), Participant.last_seen_at >= cutoff),
+    )
+    counts = dict(
+        db.session.execute(
+            select(participant_generator.c.generator_id, func.count())
+            .join(Participant, Participant.id == participant_generator.c.participant_id)
+            .where(Participant.study_id == study.id, holding)
+            .group_by(participant_generator.c.generator_id)
+        ).all()
+    )
+    room = [g for g in study.generators if counts.get(g.id, 0) < g.target]
+    return len(room) >= config.design.models_per_participant
