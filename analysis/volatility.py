@@ -1,0 +1,243 @@
+"""How much each metric's ranking of models can be trusted: bootstrap volatility.
+
+Betzalel et al. 2022 ask whether FID ranks close models reliably. Here the question is
+asked of every metric and encoder by resampling the images (`percept metrics
+--resamples B`) and recomputing every metric on each resample:
+
+- side "fake": each model's generated images are drawn with replacement, each model on
+  its own, the real images kept whole;
+- side "real": the real images are drawn with replacement, the same draw for every model
+  of the dataset (the real set is shared, so its noise moves all models together), the
+  generated images kept whole.
+
+`resample` gives the raw values (metric_resamples.csv), `summary` the per-model std and
+95% percentile interval (columns of metrics.csv), and, for `percept report`,
+`pair_swaps` the probability that two models swap order and `rank_stability` how often
+a measure's full ranking of the models is reproduced. Definitions: docs/metrics.md.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from collections.abc import Callable, Iterable
+from itertools import combinations
+
+import numpy as np
+import pandas as pd
+
+from analysis.bootstrap import interval
+from percept.errors import PerceptError
+
+SIDES = ("fake", "real")
+RESAMPLE_COLUMNS = ("dataset", "model", "encoder", "metric", "side", "resample", "value")
+SUMMARY_COLUMNS = tuple(f"{side}_{stat}" for side in SIDES for stat in ("std", "low", "high"))
+# A pair is "separated" when at least 95% of resamples order it the same way.
+SEPARATED_BELOW = 0.05
+
+Outputs = dict[str, np.ndarray]  # encoder outputs of one image set: features, logits...
+# compute(metric, real, fake) -> [(metric name, value)]: one metric on one model's images.
+Compute = Callable[[str, Outputs, Outputs], list[tuple[str, float]]]
+
+
+def _take(outputs: Outputs, rows: np.ndarray) -> Outputs:
+    return {key: value[rows] for key, value in outputs.items()}
+
+
+def _size(outputs: Outputs) -> int:
+    return len(next(iter(outputs.values())))
+
+
+def _rng(seed: int, side: str, name: str) -> np.random.Generator:
+    # A stream per side and image set, stable across runs and encoders: the same real
+    # draws serve every encoder, so encoders are compared on the same resamples.
+    return np.random.default_rng([seed, 21, SIDES.index(side), zlib.crc32(name.encode())])
+
+
+def resample(
+    metrics: Iterable[str],
+    real: Outputs,
+    fakes: dict[str, Outputs],
+    compute: Compute,
+    *,
+    resamples: int,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Every metric of every model on `resamples` bootstrap resamples of each side.
+
+    Returns one row per (model, metric, side, resample) with columns model, metric,
+    side, resample, value (the caller adds dataset and encoder).
+    """
+    metrics = list(metrics)
+    rows: list[tuple[str, str, str, int, float]] = []
+    names: dict[str, list[str]] = {}  # the rows each metric gives (prdc: four)
+
+    def values(metric: str, real: Outputs, fake: Outputs) -> list[tuple[str, float]]:
+        # A resample drawn with replacement holds duplicates, on which some metrics are
+        # undefined (realism: every k-NN radius 0). That resample's value is NaN, kept in
+        # the file and counted by `failures`, never dropped silently.
+        try:
+            found = compute(metric, real, fake)
+        except (ValueError, PerceptError):
+            return [(name, math.nan) for name in names.get(metric, [metric])]
+        names[metric] = [name for name, _ in found]
+        return found
+
+    for model, fake in fakes.items():
+        rng = _rng(seed, "fake", model)
+        n = _size(fake)
+        for b in range(resamples):
+            drawn = _take(fake, rng.integers(0, n, size=n))
+            for metric in metrics:
+                rows += [(model, name, "fake", b, v) for name, v in values(metric, real, drawn)]
+    rng = _rng(seed, "real", "real")
+    n = _size(real)
+    for b in range(resamples):
+        drawn = _take(real, rng.integers(0, n, size=n))
+        for model, fake in fakes.items():
+            for metric in metrics:
+                rows += [(model, name, "real", b, v) for name, v in values(metric, drawn, fake)]
+    return pd.DataFrame(rows, columns=["model", "metric", "side", "resample", "value"])
+
+
+def failures(resamples: pd.DataFrame) -> pd.DataFrame:
+    """Per metric and side, how many resampled values are undefined (NaN), of how many."""
+    grouped = resamples.groupby(["metric", "side"], sort=True)["value"]
+    table = pd.DataFrame(
+        {"undefined": grouped.apply(lambda v: int(v.isna().sum())), "of": grouped.size()}
+    )
+    return table[table["undefined"] > 0].reset_index()
+
+
+def summary(resamples: pd.DataFrame) -> pd.DataFrame:
+    """Per (dataset, model, encoder, metric): std and 95% percentile interval of each side.
+
+    Columns fake_std, fake_low, fake_high, real_std, real_low, real_high (NaN for a side
+    without resamples).
+    """
+    key = ["dataset", "model", "encoder", "metric"]
+    parts = []
+    for side in SIDES:
+        mine = resamples[resamples["side"] == side]
+        grouped = mine.groupby(key, sort=False)["value"]
+        stats = grouped.agg(
+            std=lambda v: float(np.std(v.dropna(), ddof=1)) if v.count() > 1 else np.nan,
+            low=lambda v: float(interval(v.dropna().to_numpy())[0]),
+            high=lambda v: float(interval(v.dropna().to_numpy())[1]),
+        )
+        parts.append(stats.add_prefix(f"{side}_"))
+    return pd.concat(parts, axis=1).reindex(columns=list(SUMMARY_COLUMNS)).reset_index()
+
+
+def _aligned(values: np.ndarray, better: str) -> np.ndarray:
+    """Larger = better, as analysis.correlate.align."""
+    if better == "lower":
+        return -values
+    if better == "zero":
+        return -np.abs(values)
+    return values
+
+
+def _matrices(resamples: pd.DataFrame, better_of: dict[str, str]):
+    """(dataset, encoder, metric, side, models, (B, models) aligned values) per measure."""
+    key = ["dataset", "encoder", "metric", "side"]
+    for (dataset, encoder, metric, side), group in resamples.groupby(key, sort=True):
+        wide = group.pivot_table(
+            index="resample", columns="model", values="value", aggfunc="first"
+        ).dropna()
+        if wide.shape[1] < 2 or wide.empty:
+            continue
+        values = _aligned(wide.to_numpy(dtype=np.float64), better_of[metric])
+        yield dataset, encoder, metric, side, list(wide.columns), values
+
+
+def pair_swaps(resamples: pd.DataFrame, better_of: dict[str, str]) -> pd.DataFrame:
+    """Per dataset, measure, side and pair of models: the probability that they swap order.
+
+    The swap probability is the share of resamples that order the pair the less common
+    way (a tie counts half to each way): 0 when every resample agrees, 0.5 when the
+    order is a coin flip. `ahead` is the model ahead in most resamples; `separated` is
+    True when the swap probability is below SEPARATED_BELOW (0.05).
+    """
+    rows = []
+    for dataset, encoder, metric, side, models, values in _matrices(resamples, better_of):
+        for i, j in combinations(range(len(models)), 2):
+            first = float(
+                np.mean((values[:, i] > values[:, j]) + 0.5 * (values[:, i] == values[:, j]))
+            )
+            ahead, behind = (models[i], models[j]) if first >= 0.5 else (models[j], models[i])
+            swap = min(first, 1.0 - first)
+            rows.append(
+                {
+                    "dataset": dataset,
+                    "measure": f"{encoder}/{metric}",
+                    "encoder": encoder,
+                    "metric": metric,
+                    "side": side,
+                    "ahead": ahead,
+                    "behind": behind,
+                    "swap_probability": swap,
+                    "separated": swap < SEPARATED_BELOW,
+                    "resamples": len(values),
+                }
+            )
+    columns = [
+        "dataset",
+        "measure",
+        "encoder",
+        "metric",
+        "side",
+        "ahead",
+        "behind",
+        "swap_probability",
+        "separated",
+        "resamples",
+    ]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def rank_stability(
+    resamples: pd.DataFrame, full: pd.DataFrame, better_of: dict[str, str]
+) -> pd.DataFrame:
+    """Per dataset, measure and side: the share of resamples that reproduce the full ranking.
+
+    `full` holds the metric on all the images (metrics.csv: dataset, model, encoder,
+    metric, value). A resample reproduces the ranking when it orders every pair of models
+    that the full values order (strictly) the same way; models tied in the full values
+    may come out either way.
+    """
+    values_of = full.set_index(["dataset", "encoder", "metric", "model"])["value"]
+    rows = []
+    for dataset, encoder, metric, side, models, values in _matrices(resamples, better_of):
+        reference = _aligned(
+            np.array([float(values_of.get((dataset, encoder, metric, m), np.nan)) for m in models]),
+            better_of[metric],
+        )
+        ahead = reference[:, None] > reference[None, :]  # ahead[i, j]: i before j in full data
+        kept = ~ahead[None, :, :] | (values[:, :, None] > values[:, None, :])
+        reproduced = kept.all(axis=(1, 2))
+        rows.append(
+            {
+                "dataset": dataset,
+                "measure": f"{encoder}/{metric}",
+                "encoder": encoder,
+                "metric": metric,
+                "side": side,
+                "models": len(models),
+                "rank_stability": float(reproduced.mean()),
+                "resamples": len(values),
+            }
+        )
+    return pd.DataFrame(
+        rows,
+        columns=[
+            "dataset",
+            "measure",
+            "encoder",
+            "metric",
+            "side",
+            "models",
+            "rank_stability",
+            "resamples",
+        ],
+    )
