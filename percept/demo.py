@@ -47,6 +47,8 @@ target_per_model = {target}
 SLUG = "demo"
 ENCODERS = ("pixel", "random:dinov2-vits14")
 METRIC_IMAGES = 32
+# Bootstrap resamples of every metric (volatility figures): few, to keep the demo quick.
+METRIC_RESAMPLES = 20
 
 
 def percept(*args: str) -> None:
@@ -144,7 +146,7 @@ def run_demo(
     else:
         step(
             f"6/7 features and metrics: encoders {', '.join(ENCODERS)} (no pretrained weights), "
-            f"{METRIC_IMAGES} images per set"
+            f"{METRIC_IMAGES} images per set, {METRIC_RESAMPLES} bootstrap resamples"
         )
         # A randomly initialised ViT runs at a few images/s on a laptop CPU: measure each
         # set on a seeded sample of its images so the demo stays within minutes.
@@ -158,6 +160,9 @@ def run_demo(
             str(seed),
             "--max-images",
             str(METRIC_IMAGES),
+            "--resamples",
+            str(METRIC_RESAMPLES),
+            "--diagnose",
         ]
         for encoder in ENCODERS:
             args += ["--encoder", encoder]
