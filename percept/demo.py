@@ -47,8 +47,9 @@ target_per_model = {target}
 SLUG = "demo"
 ENCODERS = ("pixel", "random:dinov2-vits14")
 METRIC_IMAGES = 32
-# Bootstrap resamples of every metric (volatility figures): few, to keep the demo quick.
-METRIC_RESAMPLES = 20
+# Bootstrap resamples of every metric (volatility figures): few, to keep the demo quick
+# (each costs about one more metrics pass per side; 100+ for real use).
+METRIC_RESAMPLES = 10
 
 
 def percept(*args: str) -> None:

@@ -199,3 +199,15 @@ def test_diagnose_of_tiny_and_constant_sets():
     assert diagnose(np.random.default_rng(0).normal(size=(6000, 4)), max_samples=500)["n"] == 500
     with pytest.raises(ValueError, match="more than 6 samples"):
         mardia(np.zeros((6, 5)))
+
+
+def test_kd_shared_kernel_matrix_equals_per_subset_kernels(monkeypatch):
+    import analysis.metrics.kd as kd_module
+
+    rng = np.random.default_rng(2)
+    real, fake = rng.normal(size=(40, 30)), rng.normal(0.1, 1, size=(36, 30))
+    shared = kd_module.kd(real, fake, subsets=50, subset_size=30, seed=4)
+    monkeypatch.setattr(kd_module, "SHARED_KERNEL_MAX", 0)  # force one kernel per subset
+    apart = kd_module.kd(real, fake, subsets=50, subset_size=30, seed=4)
+    assert shared["value"] == pytest.approx(apart["value"], rel=1e-12)
+    assert shared["std"] == pytest.approx(apart["std"], rel=1e-12)
