@@ -283,7 +283,15 @@ def resample_dataset(
     """metric_resamples.csv rows of one dataset on one encoder (analysis/volatility.py)."""
     from analysis import volatility
 
-    def compute(metric: str, real: dict, fake: dict) -> list[tuple[str, float]]:
+    shared_fd = volatility.SharedFD()
+
+    def compute(metric: str, real: dict, fake: dict, side: str) -> list[tuple[str, float]]:
+        if metric == "fd":  # the fixed side's Gaussian fitted once (benchmarks/volatility.py)
+            fixed, drawn = (real, fake) if side == "fake" else (fake, real)
+            try:
+                return [("fd", shared_fd(fixed["features"], drawn["features"]))]
+            except ValueError as e:
+                raise PerceptError(f"dataset {ds.name}, encoder {encoder}, fd: {e}") from None
         found = measure(
             metric,
             real,

@@ -15,7 +15,7 @@ from analysis.report import build, write
 from percept.errors import PerceptError
 
 
-def fd_of(metric, real, fake):
+def fd_of(metric, real, fake, side):
     return [(metric, fd(real["features"], fake["features"]))]
 
 
@@ -95,7 +95,7 @@ def test_rank_stability_and_summary_of_clearly_different_models():
 
 
 def test_a_metric_undefined_on_a_resample_is_nan_and_counted():
-    def fragile(metric, real, fake):
+    def fragile(metric, real, fake, side):
         if len(np.unique(fake["features"], axis=0)) < len(fake["features"]):
             raise ValueError("duplicates")
         return [(metric, 1.0)]
@@ -211,3 +211,17 @@ def test_kd_shared_kernel_matrix_equals_per_subset_kernels(monkeypatch):
     apart = kd_module.kd(real, fake, subsets=50, subset_size=30, seed=4)
     assert shared["value"] == pytest.approx(apart["value"], rel=1e-12)
     assert shared["std"] == pytest.approx(apart["std"], rel=1e-12)
+
+
+def test_shared_fd_equals_fd_on_either_side():
+    rng = np.random.default_rng(7)
+    real, fake = rng.normal(size=(300, 20)), rng.normal(0.2, 1.1, size=(250, 20)).astype(np.float32)
+    shared = volatility.SharedFD()
+    for _ in range(3):
+        rows = rng.integers(0, 250, size=250)
+        assert shared(real, fake[rows]) == pytest.approx(fd(real, fake[rows]), rel=1e-10)
+    for _ in range(3):  # the other side fixed: FD is symmetric
+        rows = rng.integers(0, 300, size=300)
+        assert shared(fake, real[rows]) == pytest.approx(fd(real[rows], fake), rel=1e-10)
+    small = real[:10]  # fewer samples than features on the resampled side
+    assert shared(fake, small) == pytest.approx(fd(small, fake), rel=1e-10)
