@@ -304,8 +304,16 @@ def resample_dataset(
         return [(str(row["metric"]), float(str(row["value"]))) for row in found]
 
     fakes = {model: outputs[ds.name, model] for model in ds.models}
+    from analysis.metrics import METRICS
+
     frame = volatility.resample(
-        chosen, outputs[ds.name, ""], fakes, compute, resamples=resamples, seed=seed
+        chosen,
+        outputs[ds.name, ""],
+        fakes,
+        compute,
+        resamples=resamples,
+        seed=seed,
+        real_side=[m for m in chosen if METRICS[m].inputs == "real+fake"],
     )
     return frame.assign(dataset=ds.name, encoder=encoder)[list(volatility.RESAMPLE_COLUMNS)]
 

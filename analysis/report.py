@@ -418,6 +418,7 @@ def volatility_figures(report: Report, out: Path) -> None:
             if m in random:
                 tick.set_color(RANDOM_COLOUR)
         ax.set_xlim(0, 1)
+        ax.set_ylim(-0.5, len(measures_) - 0.5)  # the heatmap's rows, one for one
         ax.xaxis.set_major_formatter(_plain_formatter())
         ax.set_xlabel("rank stability: share of resamples reproducing the full ranking")
         ax.legend(loc="lower right", fontsize=LABEL_PT)

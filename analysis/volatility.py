@@ -92,13 +92,17 @@ def resample(
     *,
     resamples: int,
     seed: int = 0,
+    real_side: Iterable[str] | None = None,
 ) -> pd.DataFrame:
     """Every metric of every model on `resamples` bootstrap resamples of each side.
 
-    Returns one row per (model, metric, side, resample) with columns model, metric,
-    side, resample, value (the caller adds dataset and encoder).
+    `real_side` names the metrics that read the real images (default: all); the others
+    (vendi, the Inception Score) do not move when the real images are resampled and get
+    no real-side rows. Returns one row per (model, metric, side, resample) with columns
+    model, metric, side, resample, value (the caller adds dataset and encoder).
     """
     metrics = list(metrics)
+    on_real = [m for m in metrics if real_side is None or m in set(real_side)]
     rows: list[tuple[str, str, str, int, float]] = []
     names: dict[str, list[str]] = {}  # the rows each metric gives (prdc: four)
 
@@ -124,13 +128,15 @@ def resample(
                 ]
     rng = _rng(seed, "real", "real")
     n = _size(real)
+    if not on_real:
+        return pd.DataFrame(rows, columns=["model", "metric", "side", "resample", "value"])
     # The same draws of the real images for every model; model by model, so that what a
     # metric keeps of the fixed side (SharedFD) is kept for one model at a time.
     draws = [rng.integers(0, n, size=n) for _ in range(resamples)]
     for model, fake in fakes.items():
         for b, rows_drawn in enumerate(draws):
             drawn = _take(real, rows_drawn)
-            for metric in metrics:
+            for metric in on_real:
                 rows += [
                     (model, name, "real", b, v) for name, v in values(metric, drawn, fake, "real")
                 ]
@@ -241,7 +247,8 @@ def rank_stability(
     `full` holds the metric on all the images (metrics.csv: dataset, model, encoder,
     metric, value). A resample reproduces the ranking when it orders every pair of models
     that the full values order (strictly) the same way; models tied in the full values
-    may come out either way.
+    may come out either way. Where the full values order no pair at all (every model
+    tied), there is no ranking to reproduce: NaN.
     """
     values_of = full.set_index(["dataset", "encoder", "metric", "model"])["value"]
     rows = []
@@ -261,7 +268,7 @@ def rank_stability(
                 "metric": metric,
                 "side": side,
                 "models": len(models),
-                "rank_stability": float(reproduced.mean()),
+                "rank_stability": float(reproduced.mean()) if ahead.any() else math.nan,
                 "resamples": len(values),
             }
         )

@@ -67,9 +67,9 @@ def test_identical_models_swap_like_a_coin_flip():
             {"dataset": "d", "encoder": "e", "metric": "fd", "model": ["a", "b"],
              "value": [fd(real, same)] * 2}
         )  # fmt: skip
-        # Tied in the full data: any order reproduces the ranking.
+        # Tied in the full data: no ranking to reproduce.
         stability = volatility.rank_stability(frame, full, {"fd": "lower"})
-        assert (stability["rank_stability"] == 1).all()
+        assert stability["rank_stability"].isna().all()
 
 
 def test_rank_stability_and_summary_of_clearly_different_models():
@@ -225,3 +225,13 @@ def test_shared_fd_equals_fd_on_either_side():
         assert shared(fake, real[rows]) == pytest.approx(fd(real[rows], fake), rel=1e-10)
     small = real[:10]  # fewer samples than features on the resampled side
     assert shared(fake, small) == pytest.approx(fd(small, fake), rel=1e-10)
+
+
+def test_fake_only_metrics_are_not_resampled_on_the_real_side():
+    rng = np.random.default_rng(1)
+    real, a = rng.normal(size=(20, 3)), rng.normal(size=(20, 3))
+    frame = volatility.resample(["fd", "vendi"], {"features": real}, {"a": {"features": a}},
+                                lambda m, r, f, side: [(m, 1.0)], resamples=4,
+                                real_side=["fd"])  # fmt: skip
+    assert set(frame[frame["side"] == "real"]["metric"]) == {"fd"}
+    assert len(frame[frame["side"] == "fake"]) == 8
