@@ -235,3 +235,40 @@ def test_fake_only_metrics_are_not_resampled_on_the_real_side():
                                 real_side=["fd"])  # fmt: skip
     assert set(frame[frame["side"] == "real"]["metric"]) == {"fd"}
     assert len(frame[frame["side"] == "fake"]) == 8
+
+
+def test_metrics_command_writes_resamples_and_normality(tmp_path):
+    pytest.importorskip("torch")
+    from click.testing import CliRunner
+    from imagefiles import make_folder
+
+    from percept.cli import cli
+
+    real = make_folder(tmp_path / "real", 12, size=(32, 32), seed=1)
+    near = make_folder(tmp_path / "near", 10, size=(32, 32), seed=2)
+    far = make_folder(tmp_path / "far", 10, size=(32, 32), seed=3)
+    out = tmp_path / "out" / "metrics.csv"
+    result = CliRunner().invoke(cli, [
+        "metrics", "--encoder", "pixel", "--real", str(real), "--model", f"near={near}",
+        "--model", f"far={far}", "--metric", "fd", "--metric", "vendi", "--metric", "realism",
+        "--resamples", "6", "--diagnose", "--out", str(out), "--workers", "0",
+        "--cache-dir", str(tmp_path / "cache"),
+    ])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    table = pd.read_csv(out)
+    assert list(table.columns)[-6:] == list(volatility.SUMMARY_COLUMNS)
+    raw = pd.read_csv(out.parent / "metric_resamples.csv")
+    assert list(raw.columns) == list(volatility.RESAMPLE_COLUMNS)
+    counts = raw.groupby(["metric", "side"]).size().to_dict()
+    # Two models x 6 resamples a side; vendi reads no real images: no real side.
+    assert counts == {("fd", "fake"): 12, ("fd", "real"): 12, ("realism", "fake"): 12,
+                      ("realism", "real"): 12, ("vendi", "fake"): 12}  # fmt: skip
+    fd_rows = table[table["metric"] == "fd"].set_index("model")
+    mine = raw[(raw["metric"] == "fd") & (raw["model"] == "far") & (raw["side"] == "fake")]
+    assert fd_rows.loc["far", "fake_std"] == pytest.approx(mine["value"].std(ddof=1), rel=1e-12)
+    assert np.isnan(table[table["metric"] == "vendi"]["real_std"]).all()
+    if raw["value"].isna().any():  # realism on a resample full of duplicates
+        assert "undefined on" in result.output
+    normality = pd.read_csv(out.parent / "feature_normality.csv", keep_default_na=False)
+    assert list(normality["source"]) == ["real", "fake", "fake"]
+    assert list(normality["model"]) == ["", "near", "far"]
