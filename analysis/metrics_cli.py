@@ -282,16 +282,9 @@ def resample_dataset(
 ) -> pd.DataFrame:
     """metric_resamples.csv rows of one dataset on one encoder (analysis/volatility.py)."""
     from analysis import volatility
-
-    shared_fd = volatility.SharedFD()
+    from analysis.metrics import METRICS
 
     def compute(metric: str, real: dict, fake: dict, side: str) -> list[tuple[str, float]]:
-        if metric == "fd":  # the fixed side's Gaussian fitted once (benchmarks/volatility.py)
-            fixed, drawn = (real, fake) if side == "fake" else (fake, real)
-            try:
-                return [("fd", shared_fd(fixed["features"], drawn["features"]))]
-            except ValueError as e:
-                raise PerceptError(f"dataset {ds.name}, encoder {encoder}, fd: {e}") from None
         found = measure(
             metric,
             real,
@@ -304,8 +297,6 @@ def resample_dataset(
         return [(str(row["metric"]), float(str(row["value"]))) for row in found]
 
     fakes = {model: outputs[ds.name, model] for model in ds.models}
-    from analysis.metrics import METRICS
-
     frame = volatility.resample(
         chosen,
         outputs[ds.name, ""],

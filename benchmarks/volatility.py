@@ -1,21 +1,24 @@
 """The cost of `percept metrics --resamples B` for FD, relative to one FD.
 
 Each resample recomputes FD with one side drawn with replacement (B on the generated
-side, B on the real side, per model). Three routes, timed on the same draws:
+side, B on the real side, per model). Four routes, timed on the same draws:
 
-- plain: ``fd(real, fake[rows])``: every resample fits both Gaussians again (what a
+- plain: ``fd(real, fake[rows])``: every resample fits both Gaussians again (what the
   metric function called as is costs);
-- shared: ``volatility.SharedFD``: the fixed side's mean, covariance and Cholesky factor
-  are computed once; a resample costs its own covariance, one d x d product and one
-  symmetric eigenvalue problem (what `percept metrics --resamples` does for fd);
+- shared: the fixed side's Gaussian and covariance factor fitted once; a resample costs
+  its own covariance, one d x d product and one symmetric eigenvalue problem;
 - weighted: as shared, but the resample's covariance from bootstrap weights on the
-  full data, ``X.T @ (w[:, None] * X)``, instead of indexing the rows: no copy of
-  the resampled rows, the same flops.
+  full data, ``X.T @ (w[:, None] * X)``, instead of indexing the rows;
+- projected: ``volatility.ProjectedFD`` (what `percept metrics --resamples` does for
+  fd): the drawn side projected once on the fixed side's factor; a resample costs one
+  weighted Gram matrix over its distinct rows (about 0.63 N) and the eigenvalues.
 
-Prints the time of one FD, of one resample by each route, the ratio of B resamples
-per side (2 B in all) to one FD, and the largest relative difference of the routes'
-values. Timing every resample of a large B takes long: ``--timed K`` times K resamples
-per route and side and scales to B (said in the output).
+Prints the time of one FD, of one resample by each route (median, routes run in turn
+draw by draw so that a change of machine load hits them alike), the ratio of B
+resamples per side (2 B in all) to one FD, and the largest relative difference of
+each route's values from the plain route's. Timing every resample of a large B takes
+long: ``--timed K`` times K resamples per route and side and scales to B (said in the
+output).
 
     .venv/bin/python benchmarks/volatility.py [--samples 10000] [--dim 2048] \
         [--resamples 100] [--timed 5]
@@ -31,8 +34,8 @@ import time
 
 import numpy as np
 
-from analysis.metrics.fd import Gaussian, fd, significant
-from analysis.volatility import SharedFD
+from analysis.metrics.fd import Gaussian, fd, frechet_distance, significant
+from analysis.volatility import ProjectedFD
 
 
 def features(rng: np.random.Generator, n: int, d: int, shift: float) -> np.ndarray:
@@ -81,18 +84,29 @@ def main() -> None:
     draws = [rng.integers(0, n, size=n) for _ in range(timed)]
     fixed_real, fixed_fake = Gaussian.fit(real), Gaussian.fit(fake)
     _ = fixed_real.factor, fixed_fake.factor  # fitted once, outside the timed loop
-    shared = SharedFD()
+    projected = (ProjectedFD(), ProjectedFD())
     routes = {
         "plain": (lambda rows: fd(real, fake[rows]), lambda rows: fd(real[rows], fake)),
-        "shared": (lambda rows: shared(real, fake[rows]), lambda rows: shared(fake, real[rows])),
+        "shared": (
+            lambda rows: frechet_distance(fixed_real, Gaussian.fit(fake[rows])),
+            lambda rows: frechet_distance(fixed_fake, Gaussian.fit(real[rows])),
+        ),
         "weighted": (
             lambda rows: weighted_fd(fixed_real, fake, rows),
             lambda rows: weighted_fd(fixed_fake, real, rows),
         ),
+        "projected": (
+            lambda rows: projected[0](real, fake, rows),
+            lambda rows: projected[1](fake, real, rows),
+        ),
     }
     values: dict[str, list[float]] = {name: [] for name in routes}
     seconds: dict[str, list[float]] = {name: [] for name in routes}
-    shared(real, fake[draws[0]])  # the shared route's one-off fit (about one FD)
+    # The projected route's one-off preparation (about one FD), not in the per-resample time.
+    start = time.perf_counter()
+    projected[0](real, fake, draws[0])
+    projected[1](fake, real, draws[0])
+    print(f"projected route's preparation, both sides: {time.perf_counter() - start:.2f} s")
     # Round robin over the routes, draw by draw: a change of machine load hits them alike.
     for side in (0, 1):
         for rows in draws:
@@ -109,7 +123,7 @@ def main() -> None:
             + (f" (timed {timed} per side, scaled)" if timed < args.resamples else "")
         )
     base = np.array(values["plain"])
-    for name in ("shared", "weighted"):
+    for name in ("shared", "weighted", "projected"):
         worst = float(np.max(np.abs(np.array(values[name]) - base) / np.abs(base)))
         print(f"{name} vs plain: largest relative difference {worst:.1e}")
     print(f"(FD on all images {full:.6g})")

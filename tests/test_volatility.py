@@ -213,18 +213,30 @@ def test_kd_shared_kernel_matrix_equals_per_subset_kernels(monkeypatch):
     assert shared["std"] == pytest.approx(apart["std"], rel=1e-12)
 
 
-def test_shared_fd_equals_fd_on_either_side():
+def test_projected_fd_equals_fd_on_either_side():
     rng = np.random.default_rng(7)
-    real, fake = rng.normal(size=(300, 20)), rng.normal(0.2, 1.1, size=(250, 20)).astype(np.float32)
-    shared = volatility.SharedFD()
+    real = rng.normal(size=(300, 20))
+    fake = rng.normal(0.2, 1.1, size=(250, 20)).astype(np.float32)
+    projected = volatility.ProjectedFD()
     for _ in range(3):
         rows = rng.integers(0, 250, size=250)
-        assert shared(real, fake[rows]) == pytest.approx(fd(real, fake[rows]), rel=1e-10)
+        assert projected(real, fake, rows) == pytest.approx(fd(real, fake[rows]), rel=1e-10)
     for _ in range(3):  # the other side fixed: FD is symmetric
         rows = rng.integers(0, 300, size=300)
-        assert shared(fake, real[rows]) == pytest.approx(fd(real[rows], fake), rel=1e-10)
-    small = real[:10]  # fewer samples than features on the resampled side
-    assert shared(fake, small) == pytest.approx(fd(small, fake), rel=1e-10)
+        assert projected(fake, real, rows) == pytest.approx(fd(real[rows], fake), rel=1e-10)
+    small = real[:10]  # fewer samples than features, on either side
+    rows = rng.integers(0, 10, size=10)
+    assert projected(fake, small, rows) == pytest.approx(fd(small[rows], fake), rel=1e-10)
+    assert projected(small, fake, rows) == pytest.approx(fd(small, fake[rows]), rel=1e-10)
+    # Through `resample`: the same values as fd on the drawn rows.
+    frame = volatility.resample(
+        ["fd"], {"features": real}, {"a": {"features": fake}}, fd_of, resamples=3, seed=1
+    )
+    check = volatility.resample(  # "plain" has no shortcut: fd on the drawn rows
+        ["plain"], {"features": real}, {"a": {"features": fake}},
+        lambda m, r, f, side: [(m, fd(r["features"], f["features"]))], resamples=3, seed=1,
+    )  # fmt: skip
+    assert np.allclose(frame["value"], check["value"], rtol=1e-10)
 
 
 def test_fake_only_metrics_are_not_resampled_on_the_real_side():
