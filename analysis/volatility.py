@@ -88,7 +88,8 @@ class ProjectedFD:
         kept = np.flatnonzero(counts)
         c, y = counts[kept].astype(np.float64), self._y[kept]
         g = c @ y / n
-        product = (y.T @ (c[:, None] * y) - n * np.outer(g, g)) / (n - 1)
+        z = y * np.sqrt(c)[:, None]  # z.T @ z: numpy's symmetric rank-k product, half the flops
+        product = (z.T @ z - n * np.outer(g, g)) / (n - 1)
         eigenvalues = np.linalg.eigvalsh(product)
         trace_sqrt = float(np.sqrt(eigenvalues[significant(eigenvalues)]).sum())
         delta = c @ self._centred[kept] / n
