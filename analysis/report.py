@@ -421,7 +421,7 @@ def volatility_figures(report: Report, out: Path) -> None:
         ax.set_ylim(-0.5, len(measures_) - 0.5)  # the heatmap's rows, one for one
         ax.xaxis.set_major_formatter(_plain_formatter())
         ax.set_xlabel("rank stability: share of resamples reproducing the full ranking")
-        ax.legend(loc="lower right", fontsize=LABEL_PT)
+        fig.legend(loc="outside lower center", ncol=2, fontsize=LABEL_PT)  # off the bars
         if heat:
             ax = axes[0, 1]
             grid = (
