@@ -247,6 +247,13 @@ def metrics(
             if diagnose:
                 normality += diagnose_dataset(ds, encoder.name, pretrained, outputs, seed)
     out.parent.mkdir(parents=True, exist_ok=True)
+    # `percept report` reads these files from beside metrics.csv: one left by an earlier
+    # run would describe other values, so a run that does not write one removes it.
+    for wanted, name in ((resamples, RESAMPLES_FILE), (diagnose, NORMALITY_FILE)):
+        stale = out.parent / name
+        if not wanted and stale.is_file():
+            stale.unlink()
+            click.echo(f"note: removed {stale} of an earlier run (it would not match)", err=True)
     columns = COLUMNS
     if resamples:
         rows, columns = add_resample_columns(rows, resampled, out.parent / RESAMPLES_FILE)

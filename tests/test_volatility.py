@@ -284,3 +284,14 @@ def test_metrics_command_writes_resamples_and_normality(tmp_path):
     normality = pd.read_csv(out.parent / "feature_normality.csv", keep_default_na=False)
     assert list(normality["source"]) == ["real", "fake", "fake"]
     assert list(normality["model"]) == ["", "near", "far"]
+
+    # A run without --resamples and --diagnose removes the files of the earlier run.
+    again = CliRunner().invoke(cli, [
+        "metrics", "--encoder", "pixel", "--real", str(real), "--model", f"near={near}",
+        "--metric", "fd", "--out", str(out), "--workers", "0",
+        "--cache-dir", str(tmp_path / "cache"),
+    ])  # fmt: skip
+    assert again.exit_code == 0, again.output
+    assert not (out.parent / "metric_resamples.csv").exists()
+    assert not (out.parent / "feature_normality.csv").exists()
+    assert "removed" in again.output
