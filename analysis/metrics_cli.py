@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 import numpy as np
@@ -17,7 +18,12 @@ import numpy as np
 from analysis.cli_options import extraction_options
 from percept.errors import PerceptError
 
+if TYPE_CHECKING:
+    import pandas as pd
+
 COLUMNS = ("dataset", "model", "encoder", "encoder_pretrained", "metric", "value", "std")
+RESAMPLES_FILE = "metric_resamples.csv"
+NORMALITY_FILE = "feature_normality.csv"
 KD_SUBSET_SIZE = 1000  # torch-fidelity's and dgm-eval's; smaller sets use all their samples
 
 
@@ -107,6 +113,21 @@ def metric_names() -> list[str]:
     "(quick runs on a CPU, e.g. the demo) [default: all].",
 )
 @click.option(
+    "--resamples",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Also recompute every metric on this many bootstrap resamples of each model's "
+    "images and, separately, of the real images: std and 95% interval columns in --out, "
+    f"the raw values in {RESAMPLES_FILE} beside it (volatility, docs/metrics.md).",
+)
+@click.option(
+    "--diagnose",
+    is_flag=True,
+    help="Also test each encoder's features of every image set for multivariate normality "
+    f"(Mardia on the top PCA components), written to {NORMALITY_FILE} beside --out.",
+)
+@click.option(
     "--out",
     default="metrics.csv",
     show_default=True,
@@ -128,6 +149,8 @@ def metrics(
     metrics: tuple[str, ...],
     seed: int,
     max_images: int | None,
+    resamples: int,
+    diagnose: bool,
     out: Path,
     batch_size: int,
     workers: int | None,
@@ -160,6 +183,8 @@ def metrics(
     cache = False if no_cache else cache_dir
 
     rows: list[dict[str, object]] = []
+    resampled: list[pd.DataFrame] = []
+    normality: list[dict[str, object]] = []
     for name in dict.fromkeys(encoders):
         encoder = resolve(
             name,
@@ -193,6 +218,7 @@ def metrics(
                 stop = start + len(images.paths)
                 outputs[ds.name, model] = {k: v[start:stop] for k, v in result.outputs.items()}
                 start = stop
+        pretrained = "false" if encoder.random else "true"
         for ds in datasets:
             click.echo(f"{ds.name}: metrics of {len(ds.models)} models on {encoder.name}", err=True)
             for model in ds.models:
@@ -208,13 +234,40 @@ def metrics(
                             "dataset": ds.name,
                             "model": model,
                             "encoder": encoder.name,
-                            "encoder_pretrained": "false" if encoder.random else "true",
+                            "encoder_pretrained": pretrained,
                         },
                     )
+            if resamples:
+                click.echo(
+                    f"{ds.name}: {resamples} bootstrap resamples of each side on {encoder.name}",
+                    err=True,
+                )
+                resampled.append(
+                    resample_dataset(
+                        ds, encoder.name, outputs, chosen, resamples, seed, explicit=bool(metrics)
+                    )
+                )
+            if diagnose:
+                normality += diagnose_dataset(ds, encoder.name, pretrained, outputs, seed)
     if not is_main_process():
         return
     out.parent.mkdir(parents=True, exist_ok=True)
-    write_csv(out, COLUMNS, rows)
+    # `percept report` reads these files from beside metrics.csv: one left by an earlier
+    # run would describe other values, so a run that does not write one removes it.
+    for wanted, name in ((resamples, RESAMPLES_FILE), (diagnose, NORMALITY_FILE)):
+        stale = out.parent / name
+        if not wanted and stale.is_file():
+            stale.unlink()
+            click.echo(f"note: removed {stale} of an earlier run (it would not match)", err=True)
+    columns = COLUMNS
+    if resamples:
+        rows, columns = add_resample_columns(rows, resampled, out.parent / RESAMPLES_FILE)
+    write_csv(out, columns, rows)
+    if diagnose:
+        from analysis.normality import COLUMNS as NORMALITY_COLUMNS
+
+        write_csv(out.parent / NORMALITY_FILE, NORMALITY_COLUMNS, normality)
+        click.echo(f"{out.parent / NORMALITY_FILE}: normality of {len(normality)} feature sets")
     n_models = sum(len(ds.models) for ds in datasets)
     click.echo(
         f"{out}: {len(rows)} rows ({n_models} models in {len(datasets)} datasets x "
@@ -227,6 +280,109 @@ def metrics(
             "do not judge models by these metrics",
             err=True,
         )
+
+
+def resample_dataset(
+    ds: Dataset,
+    encoder: str,
+    outputs: dict[tuple[str, str], dict[str, np.ndarray]],
+    chosen: list[str],
+    resamples: int,
+    seed: int,
+    *,
+    explicit: bool,
+) -> pd.DataFrame:
+    """metric_resamples.csv rows of one dataset on one encoder (analysis/volatility.py)."""
+    from analysis import volatility
+    from analysis.metrics import METRICS
+
+    def compute(metric: str, real: dict, fake: dict, side: str) -> list[tuple[str, float]]:
+        found = measure(
+            metric,
+            real,
+            fake,
+            explicit=explicit,
+            seed=seed,
+            where=f"dataset {ds.name}, encoder {encoder}, a bootstrap resample",
+            base={"encoder": encoder},
+        )
+        return [(str(row["metric"]), float(str(row["value"]))) for row in found]
+
+    fakes = {model: outputs[ds.name, model] for model in ds.models}
+    frame = volatility.resample(
+        chosen,
+        outputs[ds.name, ""],
+        fakes,
+        compute,
+        resamples=resamples,
+        seed=seed,
+        real_side=[m for m in chosen if METRICS[m].inputs == "real+fake"],
+    )
+    return frame.assign(dataset=ds.name, encoder=encoder)[list(volatility.RESAMPLE_COLUMNS)]
+
+
+def add_resample_columns(
+    rows: list[dict[str, object]], resampled: list[pd.DataFrame], path: Path
+) -> tuple[list[dict[str, object]], tuple[str, ...]]:
+    """Write the raw resamples to `path`; rows with the std and interval of each side."""
+    import pandas as pd
+
+    from analysis import volatility
+
+    everything = pd.concat(resampled, ignore_index=True)
+    everything.to_csv(path, index=False, float_format="%.17g")
+    stats = volatility.summary(everything).set_index(["dataset", "model", "encoder", "metric"])
+    added = []
+    for row in rows:
+        key = (row["dataset"], row["model"], row["encoder"], row["metric"])
+        found = stats.loc[key] if key in stats.index else None
+        added.append(
+            {
+                **row,
+                **{
+                    c: "" if found is None or pd.isna(found[c]) else repr(float(found[c]))
+                    for c in volatility.SUMMARY_COLUMNS
+                },
+            }
+        )
+    click.echo(f"{path}: {len(everything)} resampled values", err=True)
+    for row in volatility.failures(everything).itertuples(index=False):
+        click.echo(
+            f"note: {row.metric} is undefined on {row.undefined} of {row.of} {row.side}-side "
+            "resamples (duplicates drawn with replacement); those are NaN in the file and "
+            "left out of its std and interval",
+            err=True,
+        )
+    return added, (*COLUMNS, *volatility.SUMMARY_COLUMNS)
+
+
+def diagnose_dataset(
+    ds: Dataset,
+    encoder: str,
+    pretrained: str,
+    outputs: dict[tuple[str, str], dict[str, np.ndarray]],
+    seed: int,
+) -> list[dict[str, object]]:
+    """feature_normality.csv rows of one dataset on one encoder: the real set, each model."""
+    from analysis.normality import diagnose
+
+    rows = []
+    for model in ("", *ds.models):
+        found = diagnose(outputs[ds.name, model]["features"], seed=seed)
+        rows.append(
+            {
+                "dataset": ds.name,
+                "source": "fake" if model else "real",
+                "model": model,
+                "encoder": encoder,
+                "encoder_pretrained": pretrained,
+                **{
+                    key: repr(value) if isinstance(value, float) else value
+                    for key, value in found.items()
+                },
+            }
+        )
+    return rows
 
 
 def subsample(datasets: list[Dataset], limit: int, seed: int) -> None:

@@ -47,6 +47,11 @@ class Report:
     pairs: pd.DataFrame | None = None  # pairs.csv of `percept human`, when given or found
     # What the join audit renamed, dropped and left out (analysis/join.py).
     joined: Joined | None = None
+    # Volatility (metric_resamples.csv beside metrics.csv; analysis/volatility.py).
+    swaps: pd.DataFrame | None = None
+    stability: pd.DataFrame | None = None
+    # Feature normality (feature_normality.csv beside metrics.csv; analysis/normality.py).
+    normality: pd.DataFrame | None = None
 
 
 def read_inputs(
@@ -112,6 +117,57 @@ def read_pairs(
     return check_pairs(pairs, human, str(path)), path
 
 
+def read_beside_metrics(metrics_csv: Path) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
+    """metric_resamples.csv and feature_normality.csv that `percept metrics --resamples /
+    --diagnose` wrote beside metrics.csv (None for each that is not there)."""
+    from analysis.metrics_cli import NORMALITY_FILE, RESAMPLES_FILE
+
+    found = []
+    for name in (RESAMPLES_FILE, NORMALITY_FILE):
+        path = Path(metrics_csv).parent / name
+        if not path.is_file():
+            found.append(None)
+            continue
+        try:
+            found.append(pd.read_csv(path, keep_default_na=True))
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+            raise PerceptError(f"{path}: not a readable CSV file ({e})") from None
+    return found[0], found[1]
+
+
+def volatility_tables(
+    metrics: pd.DataFrame, resamples: pd.DataFrame | None, label: str = "metric_resamples.csv"
+) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
+    """Pair-swap probabilities and rank stability from the resamples of metrics.csv's rows.
+
+    The resamples must belong to this metrics.csv: a (dataset, model, encoder, metric)
+    there that metrics.csv lacks is an error (an old file from another run, say).
+    """
+    if resamples is None:
+        return None, None
+    from analysis.volatility import RESAMPLE_COLUMNS, pair_swaps, rank_stability
+
+    missing = [c for c in RESAMPLE_COLUMNS if c not in resamples.columns]
+    if missing:
+        raise PerceptError(
+            f"{label}: missing column(s) {', '.join(missing)}; made by "
+            "`percept metrics --resamples`?"
+        )
+    key = ["dataset", "model", "encoder", "metric"]
+    resamples = resamples.astype({c: str for c in key})
+    full = metrics.astype({c: str for c in key})
+    known = set(full[key].itertuples(index=False, name=None))
+    strangers = sorted(set(resamples[key].itertuples(index=False, name=None)) - known)
+    if strangers:
+        raise PerceptError(
+            f"{label}: {len(strangers)} (dataset, model, encoder, metric) not in metrics.csv, "
+            f"e.g. {strangers[0]}; it belongs to another run: run `percept metrics "
+            "--resamples` again or move the file away"
+        )
+    better_of = directions(full)
+    return pair_swaps(resamples, better_of), rank_stability(resamples, full, better_of)
+
+
 def build(
     human: pd.DataFrame,
     metrics: pd.DataFrame,
@@ -126,6 +182,8 @@ def build(
     renames: pd.DataFrame | None = None,
     allow_missing: bool = False,
     labels: tuple[str, str] = ("human.csv", "metrics.csv"),
+    metric_resamples: pd.DataFrame | None = None,
+    normality: pd.DataFrame | None = None,
 ) -> Report:
     """All the numbers of the report (no files yet).
 
@@ -133,7 +191,9 @@ def build(
     and a (dataset, model) pair missing from any input stops the report unless
     `allow_missing`. `labels` name human.csv and metrics.csv in its messages. `pairs` is
     check_pairs()'d pairs.csv (read_pairs), with the same renames applied; without it the
-    agreement columns stay empty.
+    agreement columns stay empty. `metric_resamples` (metric_resamples.csv) gives the
+    volatility tables, `normality` (feature_normality.csv) the methods' normality table;
+    both get the same renames.
     """
     if "metric" in metrics:
         directions(metrics)  # an unknown metric is named before any join problem
@@ -148,6 +208,24 @@ def build(
     )
     participants = rename(participants, renames)
     pairs = rename_pairs(pairs, renames)
+    if metric_resamples is not None and len(joined.left_out):
+        # Pairs the audit left out (--allow-missing, listed in left_out.csv) go here too.
+        out_pairs = set(
+            joined.left_out[["dataset", "model"]].astype(str).itertuples(index=False, name=None)
+        )
+        renamed = rename(metric_resamples, renames)
+        keep = [
+            (d, m) not in out_pairs
+            for d, m in zip(
+                renamed["dataset"].astype(str), renamed["model"].astype(str), strict=True
+            )
+        ]
+        metric_resamples = renamed[keep]
+    else:
+        metric_resamples = rename(metric_resamples, renames)
+    swaps, stability = volatility_tables(metrics, metric_resamples)
+    if normality is not None and "model" in normality:
+        normality = rename(normality.fillna({"model": ""}), renames)
     data = measures(human, metrics, scores)
     table = correlations(data, participants, resamples=resamples, permutations=resamples, seed=seed)
     samples = uncertainty.kendall_samples(data, participants, resamples=resamples, seed=seed)
@@ -170,6 +248,9 @@ def build(
         by_encoder=by_encoder(table, pooled),
         pairs=pairs,
         joined=joined,
+        swaps=swaps,
+        stability=stability,
+        normality=normality,
     )
 
 
@@ -282,6 +363,93 @@ def figures(report: Report, out: Path) -> None:
     }
     with matplotlib.rc_context(settings):
         _draw(report, out)
+        volatility_figures(report, out)
+
+
+# Pairs of models beyond this many are left out of the swap heatmap (pair_swaps.csv has all).
+HEATMAP_PAIRS = 45
+SIDE_NAMES = {"fake": "resampling generated images", "real": "resampling real images"}
+
+
+def volatility_figures(report: Report, out: Path) -> None:
+    """Per dataset: each measure's rank stability (both sides) and, for up to HEATMAP_PAIRS
+    pairs of models, the probability that the pair swaps order resampling generated images."""
+    if report.stability is None or report.stability.empty:
+        return
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import LinearSegmentedColormap
+
+    from analysis.volatility import SEPARATED_BELOW
+
+    random = _random_measures(report)
+    for dataset, frame in report.stability.groupby("dataset", sort=True):
+        wide = frame.pivot_table(index="measure", columns="side", values="rank_stability")
+        wide = wide.reindex(columns=list(SIDE_NAMES)).sort_values(["fake", "real"])
+        measures_ = list(wide.index)
+        swaps = report.swaps[
+            (report.swaps["dataset"] == dataset) & (report.swaps["side"] == "fake")
+        ]
+        pair = [
+            " · ".join(sorted((a, b)))
+            for a, b in zip(swaps["ahead"].astype(str), swaps["behind"].astype(str), strict=True)
+        ]
+        swaps = swaps.assign(pair=pair)
+        pairs = sorted(set(pair))
+        heat = len(pairs) <= HEATMAP_PAIRS and len(pairs) > 0
+        height = 0.3 * len(measures_) + 2.2
+        fig, axes = plt.subplots(
+            1,
+            2 if heat else 1,
+            figsize=(6 + (0.35 * len(pairs) + 2.5 if heat else 0), height),
+            squeeze=False,
+            layout="constrained",
+            gridspec_kw={"width_ratios": [1, max(0.35 * len(pairs), 1.5) / 4]} if heat else None,
+        )
+        ax = axes[0, 0]
+        y = np.arange(len(measures_))
+        for offset, (side, colour) in zip(
+            (0.2, -0.2), (("fake", "#1d4ed8"), ("real", "#b45309")), strict=True
+        ):
+            ax.barh(
+                y + offset, wide[side].fillna(0), height=0.4, color=colour, label=SIDE_NAMES[side]
+            )
+        ax.set_yticks(y, [m + ("  (random weights)" if m in random else "") for m in measures_])
+        for tick, m in zip(ax.get_yticklabels(), measures_, strict=True):
+            if m in random:
+                tick.set_color(RANDOM_COLOUR)
+        ax.set_xlim(0, 1)
+        ax.set_ylim(-0.5, len(measures_) - 0.5)  # the heatmap's rows, one for one
+        ax.xaxis.set_major_formatter(_plain_formatter())
+        ax.set_xlabel("rank stability: share of resamples reproducing the full ranking")
+        fig.legend(loc="outside lower center", ncol=2, fontsize=LABEL_PT)  # off the bars
+        if heat:
+            ax = axes[0, 1]
+            grid = (
+                swaps.pivot_table(index="measure", columns="pair", values="swap_probability")
+                .reindex(index=measures_, columns=pairs)
+                .to_numpy(dtype=float)
+            )
+            colours = LinearSegmentedColormap.from_list("swap", ["#ffffff", "#b91c1c"])
+            image = ax.imshow(grid, vmin=0, vmax=0.5, cmap=colours, aspect="auto")
+            for (i, j), value in np.ndenumerate(grid):
+                if not np.isnan(value) and value >= SEPARATED_BELOW:
+                    ax.text(j, i, "≈", ha="center", va="center", fontsize=LABEL_PT)
+            ax.set_xticks(range(len(pairs)), pairs, rotation=90, fontsize=LABEL_PT)
+            ax.set_yticks(y, [])
+            ax.set_ylim(-0.5, len(measures_) - 0.5)  # row 0 at the bottom, as the bars
+            fig.colorbar(image, ax=ax, label="swap probability (0.5 = coin flip)")
+        fig.suptitle(f"{dataset}: how stable is each metric's ranking of the models?")
+        report.figures.append(
+            (
+                f"{dataset}: volatility (rank stability and pair swaps)",
+                "Left: the share of bootstrap resamples whose ranking of the models equals the "
+                "ranking on all images, resampling the generated images (blue) or the real "
+                "images (orange). Right: the probability that each pair of models swaps order "
+                "resampling the generated images; ≈ marks a pair the measure cannot separate "
+                f"(swap probability ≥ {SEPARATED_BELOW}). Random-weight encoders in red.",
+                _save(fig, out, f"volatility-{dataset}"),
+            )
+        )
 
 
 def _draw(report: Report, out: Path) -> None:
@@ -955,6 +1123,115 @@ def pooled_section(report: Report, random: set[str] = frozenset()) -> str:
     return _table(with_intervals(frame), random)
 
 
+def volatility_section(report: Report) -> str:
+    """Per dataset, each measure's rank stability and the pairs of models it cannot separate."""
+    from analysis.volatility import SEPARATED_BELOW
+
+    if report.stability is None:
+        return (
+            "<p>Not computed: no metric_resamples.csv beside metrics.csv; run "
+            "<code>percept metrics --resamples B</code> (e.g. B = 100).</p>"
+        )
+    if report.stability.empty:
+        return "<p>No dataset has two models with resampled metrics.</p>"
+    random = _random_measures(report)
+    swaps = report.swaps
+    parts = [
+        "<p>Every metric recomputed on bootstrap resamples of each model's generated images "
+        "and, separately, of the real images (<code>percept metrics --resamples</code>). "
+        "<em>Rank stability</em>: the share of resamples whose ranking of the models equals "
+        "the ranking on all images. A pair of models the measure <em>cannot separate</em> "
+        f"swaps order in at least {SEPARATED_BELOW:.0%} of resamples (swap probability in "
+        "brackets; 0.5 is a coin flip). All pairs in "
+        '<a href="pair_swaps.csv">pair_swaps.csv</a>, stability in '
+        '<a href="rank_stability.csv">rank_stability.csv</a>.</p>'
+    ]
+    for dataset, frame in report.stability.groupby("dataset", sort=True):
+        wide = frame.pivot_table(index="measure", columns="side", values="rank_stability")
+        wide = wide.reindex(columns=list(SIDE_NAMES)).sort_values("fake", ascending=False)
+        body = []
+        for measure, row in wide.iterrows():
+            cells = []
+            for side in SIDE_NAMES:
+                mine = swaps[
+                    (swaps["dataset"] == dataset)
+                    & (swaps["measure"] == measure)
+                    & (swaps["side"] == side)
+                    & ~swaps["separated"]
+                ].sort_values("swap_probability", ascending=False)
+                total = int(
+                    (
+                        (swaps["dataset"] == dataset)
+                        & (swaps["measure"] == measure)
+                        & (swaps["side"] == side)
+                    ).sum()
+                )
+                named = ", ".join(
+                    f"{html.escape(str(r.ahead))} ≈ {html.escape(str(r.behind))} "
+                    f"({r.swap_probability:.2f})"
+                    for r in mine.head(5).itertuples(index=False)
+                )
+                more = f", {len(mine) - 5} more" if len(mine) > 5 else ""
+                stability = "" if pd.isna(row[side]) else f"{row[side]:.2f}"
+                cells.append(
+                    f"<td>{stability}</td><td class=text>{len(mine)} of {total}"
+                    f"{': ' + named + more if len(mine) else ''}</td>"
+                )
+            css = ' class="random"' if measure in random else ""
+            flag = " (random weights)" if measure in random else ""
+            body.append(
+                f"<tr{css}><th>{html.escape(str(measure) + flag)}</th>{''.join(cells)}</tr>"
+            )
+        resamples = int(frame["resamples"].max())
+        parts.append(
+            f"<h3>{html.escape(str(dataset))} ({int(frame['models'].max())} models, "
+            f"{resamples} resamples)</h3>"
+            '<div class="scroll"><table class="data volatility"><tr><th>measure</th>'
+            "<th>rank stability<br><small>generated resampled</small></th>"
+            "<th>pairs not separated<br><small>generated resampled</small></th>"
+            "<th>rank stability<br><small>real resampled</small></th>"
+            "<th>pairs not separated<br><small>real resampled</small></th></tr>"
+            + "".join(body)
+            + "</table></div>"
+        )
+    return "\n".join(parts)
+
+
+def normality_methods(report: Report) -> str:
+    """The Gaussianity diagnostic per encoder (feature_normality.csv), for the methods."""
+    table = report.normality
+    if table is None:
+        return (
+            "<p>Feature normality: not computed (no feature_normality.csv beside metrics.csv; "
+            "run <code>percept metrics --diagnose</code>).</p>"
+        )
+    rows = []
+    for encoder, mine in table.groupby("encoder", sort=True):
+        tested = mine[mine["components"] > 0]
+        rejected = int(((tested["skewness_p"] < 0.05) | (tested["kurtosis_p"] < 0.05)).sum())
+        rows.append(
+            {
+                "encoder": encoder,
+                "feature sets": len(mine),
+                "components": ", ".join(str(int(k)) for k in sorted(set(mine["components"]))),
+                "median variance explained": f"{tested['explained'].median():.2f}",
+                "median skewness b1 (0 if Gaussian)": f"{tested['skewness'].median():.3g}",
+                "median kurtosis ratio (1 if Gaussian)": f"{tested['kurtosis_ratio'].median():.3g}",
+                "sets rejected at 5%": f"{rejected} of {len(tested)}",
+            }
+        )
+    return (
+        "<p>Feature normality (the assumption behind every Fréchet distance): per encoder, "
+        "Mardia's multivariate skewness and kurtosis of each feature set (the real images and "
+        "each model's, per dataset) on its top principal components (docs/metrics.md). A set "
+        "is rejected when either test has p &lt; 0.05; with thousands of images nearly every "
+        "real feature set is, so compare the statistics across encoders: the closer b1 is to 0 "
+        "and the kurtosis ratio to 1, the more Gaussian. Every set in "
+        '<a href="feature_normality.csv">feature_normality.csv</a>.</p>'
+        + _table(pd.DataFrame(rows))
+    )
+
+
 def uncertainty_methods(report: Report) -> str:
     """How the headline intervals, "best" and pairwise agreement were computed."""
     rep = report.summary.get("report", {})
@@ -1026,6 +1303,11 @@ def write(report: Report, out: Path) -> None:
         else pd.DataFrame(columns=list(LEFT_OUT_COLUMNS))
     )
     left_out.to_csv(out / "left_out.csv", index=False)
+    if report.swaps is not None:
+        report.swaps.to_csv(out / "pair_swaps.csv", index=False)
+        report.stability.to_csv(out / "rank_stability.csv", index=False)
+    if report.normality is not None:
+        report.normality.to_csv(out / "feature_normality.csv", index=False)
     figures(report, out)
     random = _random_measures(report)
     table = report.correlations
@@ -1096,6 +1378,8 @@ figure img.natural {{ max-width: none; }}
 {pooled_section(report, random)}
 <h2>Pairwise agreement where people disagree</h2>
 {agreement_section(report)}
+<h2>Volatility: can each metric tell the models apart?</h2>
+{volatility_section(report)}
 <h2>Figures</h2>
 {figures_html}
 <h2>All correlations</h2>
@@ -1110,6 +1394,7 @@ p-value first, then Spearman and Pearson.</p>
 <h2>Methods</h2>
 {methods(report)}
 {uncertainty_methods(report)}
+{normality_methods(report)}
 </body></html>
 """
     (out / "index.html").write_text(page, encoding="utf-8")

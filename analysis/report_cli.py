@@ -78,6 +78,7 @@ def report(
     )
     pairs, pairs_file = reporting.read_pairs(human_csv, human, pairs_csv)
     renames = read_renames(rename_csv) if rename_csv else None
+    metric_resamples, normality = reporting.read_beside_metrics(metrics_csv)
     result = reporting.build(
         human,
         metrics,
@@ -91,6 +92,8 @@ def report(
         renames=renames,
         allow_missing=allow_missing,
         labels=(Path(human_csv).name, Path(metrics_csv).name),
+        metric_resamples=metric_resamples,
+        normality=normality,
     )
     if rename_csv:
         result.summary["report"]["rename"] = str(rename_csv)

@@ -52,6 +52,9 @@ target_per_model = {target}
 SLUG = "demo"
 ENCODERS = ("pixel", "random:dinov2-vits14")
 METRIC_IMAGES = 32
+# Bootstrap resamples of every metric (volatility figures): few, to keep the demo quick
+# (each costs about one more metrics pass per side; 100+ for real use).
+METRIC_RESAMPLES = 10
 
 
 def percept(*args: str) -> None:
@@ -149,7 +152,7 @@ def run_demo(
     else:
         step(
             f"6/7 features and metrics: encoders {', '.join(ENCODERS)} (no pretrained weights), "
-            f"{METRIC_IMAGES} images per set"
+            f"{METRIC_IMAGES} images per set, {METRIC_RESAMPLES} bootstrap resamples"
         )
         # A randomly initialised ViT runs at a few images/s on a laptop CPU: measure each
         # set on a seeded sample of its images so the demo stays within minutes.
@@ -163,6 +166,9 @@ def run_demo(
             str(seed),
             "--max-images",
             str(METRIC_IMAGES),
+            "--resamples",
+            str(METRIC_RESAMPLES),
+            "--diagnose",
         ]
         for encoder in ENCODERS:
             args += ["--encoder", encoder]

@@ -34,4 +34,9 @@ def test_demo_recovers_the_planted_realism(tmp_path):
         page = (out / "report" / "index.html").read_text()
         assert "Simulated data." in page and "pixel: no network" in page
         assert "no pretrained weights" in result.output
+        # Volatility and the normality diagnostic (issue 21) are on the demo's page.
+        assert "Volatility: can each metric tell the models apart?" in page
+        assert "rank stability" in page and "Mardia" in page
+        assert (out / "report" / "volatility-scenes.png").is_file()
+        assert (out / "report" / "pair_swaps.csv").is_file()
     assert "percept serve --demo" in result.output

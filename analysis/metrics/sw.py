@@ -7,6 +7,8 @@ random unit directions; in one dimension W_2 is exact from sorted samples.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 from numpy.typing import ArrayLike
 
@@ -38,14 +40,28 @@ def sw(real: ArrayLike, fake: ArrayLike, projections: int = 1000, seed: int = 0)
     """
     real, fake = as_feature_pair(real, fake)
     projections = check_positive_int(projections, "projections")
-    rng = np.random.default_rng(seed)
     total = 0.0
-    for start in range(0, projections, 100):  # 100 directions at a time bounds memory
-        count = min(100, projections - start)
-        directions = rng.standard_normal((real.shape[1], count))
-        directions /= np.linalg.norm(directions, axis=0)
+    for directions in _directions(real.shape[1], projections, seed):
         total += wasserstein_1d_squared(real @ directions, fake @ directions).sum()
     return float(np.sqrt(total / projections))
+
+
+@functools.lru_cache(maxsize=4)
+def _directions(d: int, projections: int, seed: int) -> tuple[np.ndarray, ...]:
+    """The random unit directions, 100 at a time (bounds memory in the products).
+
+    Cached: drawing them costs more than the projection of small sets, and bootstrap
+    resampling (`percept metrics --resamples`) calls sw hundreds of times with the same
+    directions. Read-only, so no caller can change a cached one.
+    """
+    rng = np.random.default_rng(seed)
+    chunks = []
+    for start in range(0, projections, 100):
+        directions = rng.standard_normal((d, min(100, projections - start)))
+        directions /= np.linalg.norm(directions, axis=0)
+        directions.flags.writeable = False
+        chunks.append(directions)
+    return tuple(chunks)
 
 
 def sw_approx(real: ArrayLike, fake: ArrayLike) -> float:
