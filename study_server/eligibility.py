@@ -2,29 +2,22 @@
 
 The trial runner asks before it shows the consent form, so nobody reads a consent
 form for a study they cannot take. The reasons are the sign-up's own refusals
-(same codes), plus a screen smaller than the study needs. Nothing here writes: a
-session idle past the timeout is counted as free, as the next sign-up would count it.
+(same codes; the study's state comes from study_server.lifecycle.admission), plus
+a screen smaller than the study needs. Nothing here writes: a session idle past
+the timeout is counted as free, as the next sign-up would count it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import timedelta
 
 from sqlalchemy import and_, func, or_, select
 
 from study_server.assignment import Identity, find_existing
 from study_server.db import db, utcnow
+from study_server.lifecycle import Refusal, admission
 from study_server.models import ACTIVE_STATES, Participant, Study, participant_generator
 from study_server.studyconfig import StudyConfig
-
-
-@dataclass(frozen=True)
-class Refusal:
-    """Why someone cannot take the study: an API error code and a sentence for people."""
-
-    code: str
-    message: str
 
 
 def refusal(
@@ -39,34 +32,29 @@ def refusal(
     session, their screen, then room. Someone resuming their own open session is
     never told the study is full: their place is theirs.
     """
-    closed = study_refusal(study)
+    existing = find_existing(study, config, identity)
+    # The study's state first (draft, paused, closed), as the sign-up decides it: someone
+    # with a session may go on in a paused study unless the study says stop.
+    closed = admission(study, newcomer=existing is None)
     if closed is not None:
         return closed
-    existing = find_existing(study, config, identity)
     if existing is not None and existing.state == "completed":
-        return Refusal("already_completed", "this study is already completed")
+        return Refusal(409, "already_completed", "this study is already completed")
     if existing is not None and existing.state == "returned":
-        return Refusal("returned", "this session was returned and cannot go on")
+        return Refusal(409, "returned", "this session was returned and cannot go on")
     width, height = screen
     device = config.device
     if (width is not None and width < device.min_width) or (
         height is not None and height < device.min_height
     ):
         return Refusal(
+            409,
             "screen_too_small",
             f"this study needs a screen of at least {device.min_width} x {device.min_height} "
             "pixels",
         )
     if existing is None and not has_room(study, config):
-        return Refusal("study_full", "this study has all the participants it needs")
-    return None
-
-
-def study_refusal(study: Study) -> Refusal | None:
-    """Refusals that depend on the study alone (none yet).
-
-    Study states (open, paused, closed) refuse here, with the code the sign-up uses.
-    """
+        return Refusal(409, "study_full", "this study has all the participants it needs")
     return None
 
 

@@ -426,6 +426,9 @@ def build() -> dict[str, Any]:
                     "type": ["string", "null"],
                     "enum": [
                         None,
+                        "study_draft",
+                        "study_paused",
+                        "study_closed",
                         "study_full",
                         "already_completed",
                         "returned",
@@ -489,8 +492,9 @@ def build() -> dict[str, Any]:
                 secure=False,
                 description=(
                     "The trial runner asks this before it shows the consent form. It gives "
-                    "the refusal the sign-up would give now (full, this id completed or "
-                    "returned it) and `screen_too_small` below the study's `[device]` "
+                    "the refusal the sign-up would give now (the study is a draft, paused or "
+                    "closed, full, or this id completed or returned it) and "
+                    "`screen_too_small` below the study's `[device]` "
                     "minimum; a sign-up may still be refused when places fill meanwhile. "
                     "Only the platform's own id parameter is taken; a session idle past "
                     "the timeout counts as a free place."

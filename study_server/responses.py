@@ -188,9 +188,12 @@ def record(
         # The same trial answered at the same moment by a retry: the first one stands.
         db.session.rollback()
         stored = db.session.scalar(select(Response).where(Response.trial_id == trial_id))
-        if stored is None:
-            raise
-        return recorded(same_or_conflict(stored, body), stored.trial, participant)
+        if stored is not None:
+            return recorded(same_or_conflict(stored, body), stored.trial, participant)
+        # The session was returned at the same moment, which deleted this unanswered trial.
+        if db.session.get(Trial, trial_id) is None:
+            raise ResponseError(409, "session_closed", "this session is returned") from None
+        raise
     return result
 
 

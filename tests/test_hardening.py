@@ -231,3 +231,36 @@ def test_a_read_whose_connection_drops_midway_is_retried(postgres_app, db_url, m
     # A write is not retried by the server: the client sends it again (it is idempotent).
     trial = session(client, token)["trials"][0]["id"]
     assert answer(client, token, trial).status_code == 200
+
+
+@ON_POSTGRES
+def test_an_answer_racing_a_return_is_a_409_not_a_500(postgres_app, make_study):
+    from sqlalchemy import delete, update
+
+    from study_server.models import Trial
+
+    app = postgres_app
+    make_study()
+    client = app.test_client()
+    token = join(client, client_id="race-1").json["token"]
+    trial_id = session(client, token)["trials"][0]["id"]
+
+    raced: list[bool] = []
+
+    def return_meanwhile(_session) -> None:
+        # The return commits on another connection after the answer was checked, before it
+        # is written: it deletes the unanswered trial the answer is about to reference.
+        if raced:
+            return
+        raced.append(True)
+        with db.engine.begin() as other:
+            other.execute(delete(Trial.__table__).where(Trial.id == trial_id))
+            other.execute(update(Participant.__table__).values(state="returned"))
+
+    with app.app_context():
+        event.listen(db.session, "before_commit", return_meanwhile)
+        try:
+            r = answer(client, token, trial_id)
+        finally:
+            event.remove(db.session, "before_commit", return_meanwhile)
+    assert raced and (r.status_code, r.json["error"]) == (409, "session_closed")

@@ -178,3 +178,21 @@ def test_refusals_come_before_the_consent_form(app, make_study, live_server, bro
     assert "All places in this study are taken" in text
     assert "Please return the study on Prolific" in text
     assert row_counts(app) == before
+
+
+def test_a_paused_study_is_told_before_the_consent_form(app, make_study, live_server, page):
+    from study_server.lifecycle import CLI, change_state
+    from study_server.models import Study
+
+    make_study(platform="prolific", extra='completion_code = "PERCEPT-1"\n')
+    with app.app_context():
+        change_state(db.session.scalar(select(Study)), "pause", CLI)
+        db.session.remove()
+    before = row_counts(app)
+    made = sign_ups(page)
+    page.goto(f"{live_server}/s/t?{PROLIFIC}")
+    wait_screen(page, "not-open")
+    text = page.inner_text('[data-screen="not-open"]')
+    assert "paused" in text and "Please return the study on Prolific" in text
+    assert page.is_hidden('[data-screen="consent"]') and made == []
+    assert row_counts(app) == before

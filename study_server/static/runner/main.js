@@ -139,6 +139,10 @@ function refuse(code, message) {
     return show("too-small");
   }
   if (screens[code]) return show(screens[code]);
+  if (["study_draft", "study_paused", "study_closed"].includes(code)) {
+    $("[data-not-open-reason]").textContent = message;
+    return show("not-open");
+  }
   $("[data-invalid-reason]").textContent = message;
   return show("invalid");
 }
