@@ -30,6 +30,7 @@ from analysis.correlate import (
     kendall_matrix,
     measures,
 )
+from analysis.exclusions import PACE_MARGIN
 from analysis.join import LEFT_OUT_COLUMNS, Joined, audit_report, rename
 from percept.errors import PerceptError
 
@@ -775,6 +776,22 @@ RULE_SENTENCES = {
         if v
         else "Trials flagged invalid by the browser were kept."
     ),
+    # None is not "off" here: the limit then comes from each trial's own timing.
+    "max_answers_per_second": lambda v: (
+        f"Participants whose main block took less than {PACE_MARGIN:g} times its shortest "
+        "possible time (fixation + exposure + mask per trial; the server's clock) were "
+        "excluded."
+        if v is None
+        else f"Participants who answered faster than {v:g} answers per second (by the "
+        "server's clock) were excluded."
+        if v
+        else "No exclusion by answering pace (rule off)."
+    ),
+    "min_session_seconds": lambda v: (
+        f"Participants whose main block took less than {v:g} s were excluded."
+        if v
+        else "No minimum session length (rule off)."
+    ),
 }
 
 
@@ -782,7 +799,7 @@ def rule_sentences(rules: dict) -> list[str]:
     """One plain sentence per exclusion rule (a rule switched off says so)."""
     sentences = []
     for key, value in rules.items():
-        if value is None:
+        if value is None and key != "max_answers_per_second":
             sentences.append(f"No exclusion by {key.replace('_', ' ')} (rule off).")
         elif key in RULE_SENTENCES:
             sentences.append(RULE_SENTENCES[key](value))
