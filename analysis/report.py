@@ -1028,7 +1028,8 @@ def best_lines(frame: pd.DataFrame) -> list[str]:
         lines.append("Every other eligible measure is distinguishable from the best.")
     random = frame[frame["versus_best"] == uncertainty.RANDOM]
     if len(random):
-        lines.append(f"Not eligible (random weights): {', '.join(random['measure'])}.")
+        count = f"{len(random)} measure" + ("s" if len(random) > 1 else "")
+        lines.append(f"Not eligible: {count} from random-weight encoders.")
     return lines
 
 
