@@ -15,7 +15,7 @@ from collections import defaultdict
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, select, update
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from study_server import staircase
@@ -304,25 +304,37 @@ def mark_abandoned(study: Study, config: StudyConfig, now: datetime) -> None:
     )
 
 
-def filled(study: Study) -> dict[int, int]:
-    """Participants holding a place per generator id: active or completed."""
+def filled(study: Study, idle_before: datetime | None = None) -> dict[int, int]:
+    """Participants holding a place per generator id: active or completed.
+
+    With `idle_before`, active sessions without an answer since then are not counted:
+    the places `mark_abandoned` would free, read without writing anything.
+    """
+    holding = Participant.state.in_((*ACTIVE_STATES, "completed"))
+    if idle_before is not None:
+        holding = or_(
+            Participant.state == "completed",
+            and_(Participant.state.in_(ACTIVE_STATES), Participant.last_seen_at >= idle_before),
+        )
     rows = db.session.execute(
         select(participant_generator.c.generator_id, func.count())
         .join(Participant, Participant.id == participant_generator.c.participant_id)
-        .where(
-            Participant.study_id == study.id,
-            Participant.state.in_((*ACTIVE_STATES, "completed")),
-        )
+        .where(Participant.study_id == study.id, holding)
         .group_by(participant_generator.c.generator_id)
     )
     return dict(rows.all())
+
+
+def with_room(study: Study, counts: dict[int, int]) -> list[Generator]:
+    """The study's generators that hold fewer participants than their target."""
+    return [g for g in study.generators if counts.get(g.id, 0) < g.target]
 
 
 def least_filled(study: Study, config: StudyConfig, rng: random.Random) -> list[Generator]:
     """The k generators with most room left, ties broken at random; full when fewer have room."""
     k = config.design.models_per_participant
     counts = filled(study)
-    open_ = [g for g in study.generators if counts.get(g.id, 0) < g.target]
+    open_ = with_room(study, counts)
     if len(open_) < k:
         raise AssignmentError("study_full", "this study has all the participants it needs")
     order = sorted(open_, key=lambda g: (counts.get(g.id, 0), rng.random()))

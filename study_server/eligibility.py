@@ -11,12 +11,10 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from sqlalchemy import and_, func, or_, select
-
-from study_server.assignment import Identity, find_existing
-from study_server.db import db, utcnow
+from study_server.assignment import Identity, filled, find_existing, with_room
+from study_server.db import utcnow
 from study_server.lifecycle import Refusal, admission
-from study_server.models import ACTIVE_STATES, Participant, Study, participant_generator
+from study_server.models import Study
 from study_server.studyconfig import StudyConfig
 
 
@@ -61,17 +59,5 @@ def refusal(
 def has_room(study: Study, config: StudyConfig) -> bool:
     """Whether a newcomer would get models now (the read-only twin of `least_filled`)."""
     cutoff = utcnow() - timedelta(minutes=config.recruitment.idle_timeout_minutes)
-    holding = or_(
-        Participant.state == "completed",
-        and_(Participant.state.in_(ACTIVE_STATES), Participant.last_seen_at >= cutoff),
-    )
-    counts = dict(
-        db.session.execute(
-            select(participant_generator.c.generator_id, func.count())
-            .join(Participant, Participant.id == participant_generator.c.participant_id)
-            .where(Participant.study_id == study.id, holding)
-            .group_by(participant_generator.c.generator_id)
-        ).all()
-    )
-    room = [g for g in study.generators if counts.get(g.id, 0) < g.target]
+    room = with_room(study, filled(study, idle_before=cutoff))
     return len(room) >= config.design.models_per_participant
