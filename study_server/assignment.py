@@ -35,6 +35,8 @@ from study_server.models import (
 from study_server.studies import study_config
 from study_server.studyconfig import StudyConfig
 
+FULL = "this study has all the participants it needs"
+
 
 class AssignmentError(Exception):
     """Why a participant cannot start: `code` is the API's error code, `status` its HTTP status."""
@@ -336,7 +338,7 @@ def least_filled(study: Study, config: StudyConfig, rng: random.Random) -> list[
     counts = filled(study)
     open_ = with_room(study, counts)
     if len(open_) < k:
-        raise AssignmentError("study_full", "this study has all the participants it needs")
+        raise AssignmentError("study_full", FULL)
     order = sorted(open_, key=lambda g: (counts.get(g.id, 0), rng.random()))
     return sorted(order[:k], key=lambda g: g.id)
 

@@ -11,7 +11,15 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from study_server.assignment import Identity, filled, find_existing, with_room
+from study_server.assignment import (
+    FULL,
+    AssignmentError,
+    Identity,
+    filled,
+    find_existing,
+    resume,
+    with_room,
+)
 from study_server.db import utcnow
 from study_server.lifecycle import Refusal, admission
 from study_server.models import Study
@@ -36,10 +44,11 @@ def refusal(
     closed = admission(study, newcomer=existing is None)
     if closed is not None:
         return closed
-    if existing is not None and existing.state == "completed":
-        return Refusal(409, "already_completed", "this study is already completed")
-    if existing is not None and existing.state == "returned":
-        return Refusal(409, "returned", "this session was returned and cannot go on")
+    if existing is not None:
+        try:
+            resume(existing)  # the sign-up's own check of an earlier session; writes nothing
+        except AssignmentError as e:
+            return Refusal(e.status, e.code, str(e))
     width, height = screen
     device = config.device
     if (width is not None and width < device.min_width) or (
@@ -52,7 +61,7 @@ def refusal(
             "pixels",
         )
     if existing is None and not has_room(study, config):
-        return Refusal(409, "study_full", "this study has all the participants it needs")
+        return Refusal(409, "study_full", FULL)
     return None
 
 
