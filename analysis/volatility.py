@@ -67,11 +67,10 @@ class ProjectedFD:
         self._key: tuple[object, object] | None = None
 
     def _prepare(self, fixed: np.ndarray, full: np.ndarray) -> None:
-        gaussian = Gaussian.fit(as_features(fixed, "fixed set"))
+        gaussian = Gaussian.of(fixed, "fixed set")
         x = as_features(full, "resampled set")
         if x.shape[1] != gaussian.d:
             raise ValueError(f"resampled set has {x.shape[1]} features, fixed set {gaussian.d}")
-        require_samples(gaussian.centred, "fixed set", 2, "a covariance")
         require_samples(x, "resampled set", 2, "a covariance")
         self._gaussian, self._mean = gaussian, x.mean(axis=0)
         self._centred = x - self._mean

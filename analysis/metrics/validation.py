@@ -31,6 +31,10 @@ def as_features(x: ArrayLike, name: str) -> np.ndarray:
     if arr.shape[0] == 0 or arr.shape[1] == 0:
         raise ValueError(f"{name}: the array is empty (shape {arr.shape})")
     arr = np.ascontiguousarray(arr, dtype=np.float64)
+    # Column sums are finite exactly when every value is, short of overflow: a screen
+    # that needs no n x d temporary (large feature sets are most of the memory there is).
+    if np.isfinite(arr.sum(axis=0)).all():
+        return arr
     finite = np.isfinite(arr)
     if not finite.all():
         bad = ~finite
@@ -47,12 +51,17 @@ def as_feature_pair(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Both arrays through :func:`as_features`, and the same number of features in each."""
     a, b = as_features(real, names[0]), as_features(fake, names[1])
-    if a.shape[1] != b.shape[1]:
+    check_same_width(a.shape[1], b.shape[1], names)
+    return a, b
+
+
+def check_same_width(d_real: int, d_fake: int, names: tuple[str, str] = ("real", "fake")) -> None:
+    """Raise ValueError unless both sets have the same number of features per sample."""
+    if d_real != d_fake:
         raise ValueError(
-            f"{names[0]} has {a.shape[1]} features per sample but {names[1]} has {b.shape[1]}; "
+            f"{names[0]} has {d_real} features per sample but {names[1]} has {d_fake}; "
             "both must come from the same encoder"
         )
-    return a, b
 
 
 def require_samples(x: np.ndarray, name: str, minimum: int, why: str) -> None:
