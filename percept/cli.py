@@ -28,6 +28,10 @@ LAZY_COMMANDS = {
     "features": ("analysis.features_cli:features", "Image features from an encoder (cached)."),
     "metrics": ("analysis.metrics_cli:metrics", "Metrics of each model's images against the real."),
     "report": ("analysis.report_cli:report", "Which metrics agree with people: an HTML report."),
+    "heatmaps": (
+        "analysis.heatmaps_cli:heatmaps",
+        "Which image regions drive FD: Grad-CAM overlays (PNG).",
+    ),
 }
 
 
