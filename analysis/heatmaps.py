@@ -164,7 +164,6 @@ class ReplacedFD:
         require_samples(generated, "generated", 3, "FD without one of its images")
         r, g = Gaussian.fit(real), Gaussian.fit(generated)
         factor = r.factor
-        projected = g.centred @ factor
         self.n = g.n
         self._generated = generated
         self._real_mean = torch.from_numpy(r.mean)
@@ -172,7 +171,7 @@ class ReplacedFD:
         self._mean = g.mean
         self._trace = g.trace
         self._factor = torch.from_numpy(np.ascontiguousarray(factor))
-        self._p = torch.from_numpy(projected.T @ projected / (g.n - 1))
+        self._p = torch.from_numpy(factor.T @ (g.cov @ factor))
 
     def _parts(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         x = self._generated[i]
