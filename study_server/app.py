@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -28,6 +29,9 @@ def defaults(instance_path: str) -> dict[str, Any]:
         "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
         # The studies' own copies of their images (study_server/imagestore.py).
         "IMAGE_STORE": os.path.join(instance_path, "images"),
+        # Behind nginx: the internal location that maps to IMAGE_STORE (e.g. "/_store/"), so
+        # images are sent by nginx via X-Accel-Redirect, not read by the app (docs/deploy.md).
+        "IMAGE_ACCEL_PREFIX": None,
         # Participant requests are small JSON bodies; anything bigger is refused unread.
         "MAX_CONTENT_LENGTH": 16 * 1024,
         "PRODUCTION": False,
@@ -133,3 +137,8 @@ def check_config(app: Flask) -> None:
     proxies = app.config.get("TRUSTED_PROXIES")
     if isinstance(proxies, bool) or not isinstance(proxies, int) or not 0 <= proxies <= 10:
         raise PerceptError(f"TRUSTED_PROXIES must be a whole number 0-10, got {proxies!r}")
+    accel = app.config.get("IMAGE_ACCEL_PREFIX")
+    if accel and not re.fullmatch(r"/(?:[A-Za-z0-9_-][A-Za-z0-9_.-]*/)+", accel):
+        raise PerceptError(
+            f"IMAGE_ACCEL_PREFIX must be an nginx location path like '/_store/', got {accel!r}"
+        )

@@ -27,6 +27,8 @@ from study_server.db import db
 from study_server.models import Image, Study
 
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
+# 2000-01-01T00:00:00Z: the modification time of every file in the store (see `put`).
+STORE_MTIME = 946_684_800
 
 
 def store_dir() -> Path:
@@ -61,6 +63,10 @@ def put(store: Path, data: bytes) -> str:
             os.replace(tmp, stored_path(store, sha))
         finally:
             tmp.unlink(missing_ok=True)
+    # One modification time for every stored image: a web server sending the files
+    # itself (X-Accel-Redirect) derives Last-Modified and ETag from it, and the time an
+    # image was written (real and generated sets are often made apart) must not show.
+    os.utime(stored_path(store, sha), (STORE_MTIME, STORE_MTIME))
     return sha
 
 

@@ -421,6 +421,10 @@ def image(public_id: str):
     if served_sha256 is None:
         # No such image, or one of a study made before the store (docs/deploy.md).
         abort(404)
+    accel = current_app.config["IMAGE_ACCEL_PREFIX"]
+    if accel:
+        # nginx sends the file from its internal location: the app reads nothing here.
+        return "", 200, {**IMAGE_HEADERS, "X-Accel-Redirect": f"{accel}{served_sha256}.png"}
     # Only the store is read, and only what still has its hash.
     data = read_verified(store_dir(), served_sha256)
     if data is None:

@@ -24,7 +24,7 @@ from stimuli.leaks import served_problems
 from stimuli.manifest import MANIFEST, read_manifest
 from stimuli.padding import CHUNK_OVERHEAD, pad_png, padded_length, unpad_png
 from study_server.db import db
-from study_server.imagestore import check_study, restore_study, store_dir
+from study_server.imagestore import STORE_MTIME, check_study, restore_study, store_dir
 from study_server.models import Image as ImageRow
 from study_server.models import Study
 from study_server.studies import create_study
@@ -253,3 +253,40 @@ def test_a_study_from_before_the_store_is_restored_into_it(app, tmp_path, own_st
     assert hashlib.sha256(before[next(iter(before))][2]).hexdigest() in {
         p.stem for p in store.iterdir()
     }
+
+
+# --- Behind nginx: X-Accel-Redirect ------------------------------------------------------------
+
+
+def test_behind_nginx_the_app_names_the_file_and_reads_nothing(app, tmp_path, own_stimuli):
+    create(app, tmp_path, own_stimuli)
+    client = app.test_client()
+    before = served_images(app, client)
+    store = Path(app.config["IMAGE_STORE"])
+    # Every stored file has one modification time: a web server sending the files derives
+    # Last-Modified and ETag from it, and when an image was written must not show.
+    assert {p.stat().st_mtime for p in store.glob("*.png")} == {STORE_MTIME}
+    app.config["IMAGE_ACCEL_PREFIX"] = "/_store/"
+    shutil.rmtree(store)  # nginx reads the store; the app does not
+    with app.app_context():
+        rows = dict(db.session.execute(select(ImageRow.public_id, ImageRow.served_sha256)).all())
+    for public_id, (_, headers, data) in before.items():
+        r = client.get(f"/i/{public_id}.png")
+        assert r.status_code == 200 and r.data == b""
+        assert r.headers["X-Accel-Redirect"] == f"/_store/{rows[public_id]}.png"
+        assert hashlib.sha256(data).hexdigest() == rows[public_id]
+        expected = {k: v for k, v in headers.items() if k != "Content-Length"}
+        assert {
+            k: v for k, v in r.headers.items() if k not in ("Content-Length", "X-Accel-Redirect")
+        } == expected
+    assert client.get("/i/nosuchimage000.png").status_code == 404
+
+
+@pytest.mark.parametrize("prefix", ["_store/", "/_store", "/../etc/", "/a b/"])
+def test_a_malformed_accel_prefix_is_refused_at_start(tmp_path, prefix):
+    from study_server import create_app
+
+    with pytest.raises(PerceptError, match="IMAGE_ACCEL_PREFIX"):
+        create_app(
+            {"SQLALCHEMY_DATABASE_URI": "sqlite://", "IMAGE_ACCEL_PREFIX": prefix}, str(tmp_path)
+        )
