@@ -202,9 +202,10 @@ def run_load(
             server.wait()
             noop_ms = noop_latencies(server.url, participants, answers, interval_s, ramp_s)
 
+    kills = f"a worker SIGKILLed every {kill_every_s:g} s" if kill_every_s > 0 else "no kills"
     echo(
         f"load: {participants} participants, {workers} workers x {threads} threads, "
-        f"a worker SIGKILLed every {kill_every_s:g} s, {drop:.0%} of requests dropped"
+        f"{kills}, {drop:.0%} of requests dropped"
     )
     started = time.monotonic()
     stop = threading.Event()
@@ -212,7 +213,7 @@ def run_load(
         db_url, workdir / "gunicorn.log", workers=workers, threads=threads, image_store=image_store
     ) as server:
         server.wait()
-        killed = killer(server, kill_every_s, stop, seed)
+        killed = killer(server, kill_every_s, stop, seed) if kill_every_s > 0 else []
         try:
             people = simulate_crowd(
                 server.url,
