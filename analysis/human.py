@@ -399,6 +399,7 @@ def analyse(
         "rules": asdict(rules),
         "design": {
             "studies": sorted(trials["study"].dropna().unique().tolist()),
+            "study_kinds": study_kinds(trials),
             "platforms": sorted(trials["platform"].dropna().unique().tolist())
             if "platform" in trials
             else [],
@@ -457,10 +458,23 @@ def package_versions() -> dict[str, str]:
     return found
 
 
+def study_kinds(trials: pd.DataFrame) -> dict[str, str]:
+    """{study slug: `pilot` or `main`} from the export's `study_kind` (older exports lack it)."""
+    if "study_kind" not in trials:
+        return {}
+    pairs = trials[["study", "study_kind"]].dropna().drop_duplicates()
+    return dict(sorted(zip(pairs["study"], pairs["study_kind"], strict=True)))
+
+
 def format_table(result: HumanResult) -> str:
-    """The per-model table as printed by `percept human`, with the exclusion counts."""
+    """The per-model table as printed by `percept human`: the study and its kind (pilot or
+    main), the exclusion counts, then one line per model."""
     c = result.counts
-    lines = [
+    design = result.summary.get("design", {})
+    kinds = design.get("study_kinds", {})
+    studies = [f"{s} ({kinds[s]})" if s in kinds else s for s in design.get("studies", [])]
+    lines = [f"Study: {', '.join(studies)}"] if studies else []
+    lines += [
         f"{c['participants']} participants: {c['included_participants']} included, "
         f"{c['excluded_participants']} excluded; {c['included_trials']} stimulus trials "
         f"included, {c['excluded_trials']} excluded (reasons in exclusions.csv)",

@@ -21,6 +21,7 @@ DICTIONARY = "data_dictionary.md"
 FILES = ("trials.csv", "participants.csv", "images.csv")
 # Participant columns joined onto every trial (prefixed where the names would clash).
 PARTICIPANT_COLUMNS = (
+    "study_kind",
     "platform",
     "platform_pid",
     "state",
@@ -162,6 +163,8 @@ def load(source: str | Path) -> pd.DataFrame:
             f"{export_dir / 'trials.csv'}: trials of participant(s) not in participants.csv, "
             f"e.g. {sorted(unknown)[0]}; export the study again"
         )
+    if "study_kind" not in participants:  # an export made before study kinds existed
+        participants["study_kind"] = pd.Series(pd.NA, index=participants.index, dtype="string")
     agent = participants.get("user_agent", pd.Series(pd.NA, index=participants.index))
     participants["simulated"] = agent.fillna("").str.startswith(SIMULATED_AGENT).astype(bool)
     joined = participants[["participant_id", *PARTICIPANT_COLUMNS, "simulated"]].rename(

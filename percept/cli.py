@@ -121,7 +121,7 @@ def db_upgrade(db_url: str | None) -> None:
 
 @cli.group()
 def study() -> None:
-    """Register, list, open, pause, resume and close studies."""
+    """Register, copy, list, open, pause, resume and close studies."""
 
 
 @study.command("create")
@@ -133,16 +133,26 @@ def study() -> None:
     help="Create it as a draft that takes no participants until `percept study open SLUG` "
     "[default: open at once].",
 )
-def study_create(config_file: Path, db_url: str | None, draft: bool) -> None:
+@click.option(
+    "--pilot",
+    is_flag=True,
+    help="Mark it as a pilot (as `pilot = true` in the config does); `percept study copy` "
+    "makes the main study from it later.",
+)
+def study_create(config_file: Path, db_url: str | None, draft: bool, pilot: bool) -> None:
     """Register the study described by CONFIG_FILE (TOML; see docs/study-config.md).
 
     Applies pending database migrations first, so a new database needs no other step.
     """
+    from dataclasses import replace
+
     from study_server.schema import db_url_for_humans, upgrade_schema
     from study_server.studies import create_study, study_summary
     from study_server.studyconfig import load_config
 
     config = load_config(config_file)
+    if pilot:
+        config = replace(config, pilot=True)
     app = make_app(db_url)
     upgrade_schema(app)
     with app.app_context():
@@ -151,11 +161,47 @@ def study_create(config_file: Path, db_url: str | None, draft: bool) -> None:
         except PerceptError as e:
             raise PerceptError(f"{config_file}: {e}") from None
         summary = study_summary(created)
-    click.echo(f"Study {config.slug!r} created in {db_url_for_humans(app)}:")
+    kind = "Pilot study" if config.pilot else "Study"
+    click.echo(f"{kind} {config.slug!r} created in {db_url_for_humans(app)}:")
     click.echo(summary)
     click.echo(f"Participants start at /s/{config.slug}")
     if draft:
         click.echo(f"It is a draft: `percept study open {config.slug}` lets participants in.")
+    if config.pilot:
+        click.echo(f"Then `percept study copy {config.slug} NEW-SLUG` makes the main study.")
+
+
+@study.command("copy")
+@click.argument("pilot_slug", metavar="PILOT")
+@click.argument("new_slug", metavar="NEW")
+@DB_OPTION
+@click.option(
+    "--open",
+    "open_now",
+    is_flag=True,
+    help="Open the new study at once [default: a draft until `percept study open NEW`].",
+)
+def study_copy(pilot_slug: str, new_slug: str, db_url: str | None, open_now: bool) -> None:
+    """Make the main study NEW from the study PILOT: the same config and images.
+
+    The copy serves the pilot's images from the image store, so the stimulus folder is
+    not needed; its participants, answers and audit log start empty. Logged in both
+    studies' audit logs.
+    """
+    from study_server.schema import require_current_schema
+    from study_server.studies import copy_study, study_summary
+
+    app = make_app(db_url)
+    require_current_schema(app)
+    with app.app_context():
+        source = study_named(pilot_slug)
+        copied = copy_study(source, new_slug, draft=not open_now)
+        summary, state = study_summary(copied), copied.state
+    click.echo(f"Main study {new_slug!r} copied from {pilot_slug!r} ({state}):")
+    click.echo(summary)
+    click.echo(f"Participants start at /s/{new_slug}")
+    if state == "draft":
+        click.echo(f"It is a draft: `percept study open {new_slug}` lets participants in.")
 
 
 @study.command("check")
@@ -238,8 +284,8 @@ for _action in STATE_ACTIONS:
 @study.command("list")
 @DB_OPTION
 def study_list(db_url: str | None) -> None:
-    """The studies in the database: platform, state (draft, open, paused, closed) and
-    participants by state."""
+    """The studies in the database: platform, state (draft, open, paused, closed), kind
+    (pilot, main) and participants by state."""
     from study_server.schema import db_url_for_humans, require_current_schema
     from study_server.studies import list_studies
 

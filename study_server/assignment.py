@@ -1,9 +1,10 @@
 """Who judges which model, and the trial list each participant gets.
 
 A newcomer gets the least-filled model(s) of the study (active + completed
-participants; a session idle past the timeout stops counting), a trial list
-balanced between real and fake with no image twice, in an order seeded per
-participant. The same platform id coming back resumes its own session.
+participants, less those the exclusion rules drop when the study replaces them; a
+session idle past the timeout stops counting), a trial list balanced between real
+and fake with no image twice, in an order seeded per participant. The same platform
+id coming back resumes its own session.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from sqlalchemy.exc import IntegrityError
 
 from study_server import staircase
 from study_server.db import db, utcnow
+from study_server.exclusions import usable_counts
 from study_server.lifecycle import admission
 from study_server.models import (
     ACTIVE_STATES,
@@ -307,24 +309,29 @@ def mark_abandoned(study: Study, config: StudyConfig, now: datetime) -> None:
 
 
 def filled(study: Study, idle_before: datetime | None = None) -> dict[int, int]:
-    """Participants holding a place per generator id: active or completed.
+    """Participants holding a place per generator id: active, or completed and usable.
 
-    With `idle_before`, active sessions without an answer since then are not counted:
-    the places `mark_abandoned` would free, read without writing anything.
+    Completed participants whom the study's exclusion rules drop hold no place when
+    its `[recruitment] replace_excluded` is true (the default): the next newcomer
+    takes it. With `idle_before`, active sessions without an answer since then are
+    not counted: the places `mark_abandoned` would free, read without writing anything.
     """
-    holding = Participant.state.in_((*ACTIVE_STATES, "completed"))
+    replace_excluded = study_config(study).recruitment.replace_excluded
+    active = Participant.state.in_(ACTIVE_STATES)
     if idle_before is not None:
-        holding = or_(
-            Participant.state == "completed",
-            and_(Participant.state.in_(ACTIVE_STATES), Participant.last_seen_at >= idle_before),
-        )
+        active = and_(active, Participant.last_seen_at >= idle_before)
+    holding = active if replace_excluded else or_(active, Participant.state == "completed")
     rows = db.session.execute(
         select(participant_generator.c.generator_id, func.count())
         .join(Participant, Participant.id == participant_generator.c.participant_id)
         .where(Participant.study_id == study.id, holding)
         .group_by(participant_generator.c.generator_id)
     )
-    return dict(rows.all())
+    counts = dict(rows.all())
+    if replace_excluded:
+        for generator_id, n in usable_counts(study).items():
+            counts[generator_id] = counts.get(generator_id, 0) + n
+    return counts
 
 
 def with_room(study: Study, counts: dict[int, int]) -> list[Generator]:

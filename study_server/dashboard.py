@@ -13,7 +13,12 @@ from datetime import datetime, timedelta
 from sqlalchemy import case, func, select
 
 from study_server.db import db, utcnow
-from study_server.exclusions import ParticipantStats, exclusion_reasons, participant_stats
+from study_server.exclusions import (
+    ParticipantStats,
+    excluded_ids,
+    exclusion_reasons,
+    participant_stats,
+)
 from study_server.models import (
     ACTIVE_STATES,
     Generator,
@@ -57,6 +62,12 @@ class ModelRow:
     excluded: int = 0
     checks: Checks = field(default_factory=Checks)
 
+    @property
+    def usable(self) -> int:
+        """Completed and not excluded: what the analysis uses, and with `replace_excluded`
+        what counts against the target (exclusions.usable_counts)."""
+        return self.completed - self.excluded
+
 
 @dataclass
 class StudyTotals:
@@ -82,6 +93,8 @@ class StudySummary:
     totals: StudyTotals
     # draft, open, paused or closed (study_server/lifecycle.py)
     state: str = "open"
+    # pilot or main
+    kind: str = "main"
 
 
 @dataclass
@@ -140,21 +153,8 @@ def summarise(study: Study, now: datetime | None = None) -> StudySummary:
         models=list(models.values()),
         totals=totals,
         state=study.state,
+        kind=study.kind,
     )
-
-
-def excluded_ids(study: Study) -> dict[int, list[str]]:
-    """Completed participants whom the study's exclusion rules drop, with the reasons."""
-    config = study_config(study)
-    completed = select(Participant.id).where(
-        Participant.study_id == study.id, Participant.state == "completed"
-    )
-    out = {}
-    for stats in participant_stats(completed):
-        reasons = exclusion_reasons(stats, config)
-        if reasons:
-            out[stats.participant_id] = reasons
-    return out
 
 
 def attention_checks(study: Study, participant_ids: list[int] | None = None) -> dict[int, Checks]:

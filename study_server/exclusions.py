@@ -16,7 +16,8 @@ from datetime import datetime
 from sqlalchemy import select
 
 from study_server.db import db
-from study_server.models import Response, Trial
+from study_server.models import Participant, Response, Study, Trial, participant_generator
+from study_server.studies import study_config
 from study_server.studyconfig import StudyConfig, Timing
 
 # The derived pacing rule allows answers up to 1/0.8 = 1.25 times faster than the
@@ -156,3 +157,64 @@ def too_fast(
         if rate > max_answers_per_second:
             return f"{rate:.1f} answers per second (max {max_answers_per_second:g})"
     return None
+
+
+# Judged completed participants per study, kept by each server process: a sign-up asks
+# who is excluded, and a completed session never changes (no answer is taken after
+# completion), so each is judged once. Keyed by the study's random salt (unique across
+# databases too) and the rules; per participant by id and completion time, so a
+# withdrawn participant's reused id is judged afresh.
+_judged: dict[tuple, dict[int, tuple[datetime, list[str]]]] = {}
+# More unjudged participants than this are judged with a subquery, not a list of ids.
+_ID_LIST_MAX = 500
+
+
+def excluded_ids(study: Study) -> dict[int, list[str]]:
+    """Completed participants of the study whom its rules drop, with the reasons.
+
+    Only completed sessions are judged (the export and the dashboard do the same),
+    each once per server process: those completed since the last call are judged in
+    one streamed pass over their main-block trials.
+    """
+    config = study_config(study)
+    completed_query = select(Participant.id).where(
+        Participant.study_id == study.id, Participant.state == "completed"
+    )
+    completed = dict(
+        db.session.execute(completed_query.add_columns(Participant.completed_at)).all()
+    )
+    key = (study.salt, study.id, config.exclusions, config.timing)
+    known = _judged.get(key, {})
+    judged = {
+        pid: known[pid] for pid, at in completed.items() if pid in known and known[pid][0] == at
+    }
+    new = [pid for pid in completed if pid not in judged]
+    if new:
+        which = new if len(new) <= _ID_LIST_MAX else completed_query
+        for stats in participant_stats(which):  # streamed: one participant at a time
+            pid = stats.participant_id
+            if pid in completed:
+                judged[pid] = (completed[pid], exclusion_reasons(stats, config))
+        for pid in new:
+            if pid not in judged:  # no main trials stored: judged as the dashboard does
+                judged[pid] = (completed[pid], exclusion_reasons(ParticipantStats(pid), config))
+    _judged[key] = judged
+    return {pid: reasons for pid, (_, reasons) in judged.items() if reasons}
+
+
+def usable_counts(study: Study) -> dict[int, int]:
+    """Completed participants whom the rules keep, per generator id of the study.
+
+    A generator with none is left out (read a missing one as 0).
+    """
+    excluded = excluded_ids(study)
+    rows = db.session.execute(
+        select(participant_generator.c.participant_id, participant_generator.c.generator_id)
+        .join(Participant, Participant.id == participant_generator.c.participant_id)
+        .where(Participant.study_id == study.id, Participant.state == "completed")
+    )
+    counts: dict[int, int] = {}
+    for participant_id, generator_id in rows:
+        if participant_id not in excluded:
+            counts[generator_id] = counts.get(generator_id, 0) + 1
+    return counts

@@ -191,6 +191,12 @@ HASHED = " Hashed unless exported with `--include-platform-ids` (see Platform id
 PARTICIPANT_COLUMNS = (
     Column("participant_id", "integer", "Number of the participant in this database."),
     Column("study", "text", "Slug of the study."),
+    Column(
+        "study_kind",
+        "text",
+        "`pilot` or `main`: the kind of the study (`percept study create --pilot` makes a "
+        "pilot, `percept study copy` the main study from it). Analyse the two apart.",
+    ),
     Column("platform", "text", "Recruitment platform: `prolific`, `mturk` or `link`."),
     Column(
         "platform_pid",
@@ -544,6 +550,7 @@ def _write_participants(
         values.update(
             participant_id=p.id,
             study=study.slug,
+            study_kind=study.kind,
             condition=conditions.get(p.id, ""),
             main_trials=stats.main_trials,
             answered_main=stats.answered_main,

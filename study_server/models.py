@@ -27,6 +27,8 @@ STATES = (*ACTIVE_STATES, "completed", "abandoned", "returned")
 PLATFORMS = ("prolific", "mturk", "link")
 # A study's life (study_server/lifecycle.py): only an open study takes newcomers.
 STUDY_STATES = ("draft", "open", "paused", "closed")
+# A pilot comes first, with a few participants; `percept study copy` makes the main study.
+STUDY_KINDS = ("pilot", "main")
 
 
 def _one_of(column: str, values: tuple[str, ...]) -> CheckConstraint:
@@ -42,7 +44,7 @@ participant_generator = db.Table(
 
 
 class Study(db.Model):
-    __table_args__ = (_one_of("state", STUDY_STATES),)
+    __table_args__ = (_one_of("state", STUDY_STATES), _one_of("kind", STUDY_KINDS))
 
     id: Mapped[int] = mapped_column(primary_key=True)
     slug: Mapped[str] = mapped_column(String(64), unique=True)
@@ -57,6 +59,8 @@ class Study(db.Model):
     assignments: Mapped[int] = mapped_column(default=0)
     # draft, open, paused or closed; changed only by study_server.lifecycle.change_state.
     state: Mapped[str] = mapped_column(String(8), default="open", server_default="open")
+    # pilot or main: from the config's `pilot` at creation; `percept study copy` makes main.
+    kind: Mapped[str] = mapped_column(String(8), default="main", server_default="main")
 
     generators: Mapped[list[Generator]] = relationship(
         back_populates="study", order_by="Generator.id"

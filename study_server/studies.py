@@ -1,9 +1,11 @@
-"""Registering a study: its config, its generators and its images from a stimulus folder."""
+"""Registering a study: its config, its generators and its images from a stimulus folder;
+copying a pilot's into a main study."""
 
 from __future__ import annotations
 
 import secrets
 from collections import Counter, defaultdict
+from dataclasses import replace
 from pathlib import Path
 
 from sqlalchemy import func, select
@@ -11,7 +13,7 @@ from sqlalchemy import func, select
 from percept.errors import PerceptError
 from stimuli.manifest import MANIFEST, image_path, read_manifest
 from study_server.db import db
-from study_server.imagestore import audit_folder, copy_into_store, store_dir
+from study_server.imagestore import audit_folder, copy_into_store, store_dir, stored_path
 from study_server.models import AuditEntry, Generator, Image, Participant, Study
 from study_server.studyconfig import SLUG, StudyConfig, parse_config
 
@@ -20,7 +22,8 @@ def create_study(config: StudyConfig, *, draft: bool = False, who: str = "cli") 
     """Add a study and its images to the database; nothing is written if a check fails.
 
     The study is open (takes participants at once), or a draft when `draft` is true
-    (`percept study open SLUG` opens it). Its creation is the first line of its audit log.
+    (`percept study open SLUG` opens it); a pilot when the config says `pilot = true`.
+    Its creation is the first line of its audit log.
     """
     if db.session.scalar(select(Study.id).where(Study.slug == config.slug)) is not None:
         raise PerceptError(
@@ -47,6 +50,7 @@ def create_study(config: StudyConfig, *, draft: bool = False, who: str = "cli") 
         stimuli_dir=str(stimdir.resolve()),
         salt=secrets.token_hex(16),
         state="draft" if draft else "open",
+        kind="pilot" if config.pilot else "main",
     )
     db.session.add(study)
     db.session.add(AuditEntry(who=who, study=study, action="create", detail=study.state))
@@ -84,6 +88,85 @@ def create_study(config: StudyConfig, *, draft: bool = False, who: str = "cli") 
     return study
 
 
+def copy_study(source: Study, slug: str, *, draft: bool = True, who: str = "cli") -> Study:
+    """A main study made from `source` (a pilot): its config under a new slug, its images.
+
+    The copy serves the same images from the image store (the same served bytes, under
+    new public ids), so it needs no stimulus folder. Its targets are the config's
+    `target_per_model`. It is a draft unless `draft` is false. Both studies' audit logs
+    say so; nothing is written if a check fails.
+    """
+    if db.session.scalar(select(Study.id).where(Study.slug == slug)) is not None:
+        raise PerceptError(f"a study called {slug!r} already exists; choose another slug")
+    config = study_config(source)
+    copied = replace(config, slug=slug, pilot=False)
+    # The new slug goes through the config's own check.
+    copied = parse_config(copied.to_dict(), where=f"the copy of study {source.slug}")
+    images = list(
+        db.session.scalars(select(Image).where(Image.study_id == source.id).order_by(Image.id))
+    )
+    _check_stored(source, images)
+    study = Study(
+        slug=slug,
+        title=source.title,
+        config=copied.to_dict(),
+        stimuli_dir=source.stimuli_dir,
+        salt=secrets.token_hex(16),
+        state="draft" if draft else "open",
+        kind="main",
+    )
+    db.session.add(study)
+    db.session.add(
+        AuditEntry(
+            who=who, study=study, action="create", detail=f"{study.state}, copy of {source.slug}"
+        )
+    )
+    db.session.add(AuditEntry(who=who, study=source, action="copy", detail=f"main study {slug}"))
+    generators = {}
+    for g in source.generators:
+        generators[g.id] = Generator(
+            study=study,
+            dataset=g.dataset,
+            model=g.model,
+            target=copied.recruitment.target_per_model,
+        )
+        db.session.add(generators[g.id])
+    for image in images:
+        db.session.add(
+            Image(
+                study=study,
+                public_id=new_public_id(),
+                sha256=image.sha256,
+                served_sha256=image.served_sha256,
+                dataset=image.dataset,
+                source=image.source,
+                generator=generators.get(image.generator_id),
+                role=image.role,
+                original_path=image.original_path,
+                width=image.width,
+                height=image.height,
+            )
+        )
+    db.session.commit()
+    return study
+
+
+def _check_stored(study: Study, images: list[Image]) -> None:
+    """PerceptError unless every image of the study is in the image store (by name)."""
+    store = store_dir()
+    missing = [
+        image
+        for image in images
+        if image.served_sha256 is None or not stored_path(store, image.served_sha256).is_file()
+    ]
+    if missing:
+        raise PerceptError(
+            f"{len(missing)} of the {len(images)} images of study {study.slug!r} are not in "
+            f"the image store {store}; run `percept study check {study.slug} --restore-from "
+            "STIMDIR` first"
+        )
+
+
 def new_public_id() -> str:
     """A random image id for URLs; never starting with `-`, so the export need not guard it
     against spreadsheet formulas (docs/export.md)."""
@@ -119,7 +202,7 @@ def study_summary(study: Study) -> str:
 
 
 def list_studies() -> list[str]:
-    """One line per study: slug, platform, state, title and its participants by state."""
+    """One line per study: slug, platform, state, kind, title and its participants by state."""
     counts: dict[int, dict[str, int]] = defaultdict(dict)
     for study_id, state, n in db.session.execute(
         select(Participant.study_id, Participant.state, func.count()).group_by(
@@ -132,7 +215,9 @@ def list_studies() -> list[str]:
         by_state = sorted(counts[study.id].items())
         people = ", ".join(f"{n} {state}" for state, n in by_state) or "nobody yet"
         platform = study_config(study).recruitment.platform
-        lines.append(f"{study.slug}  [{platform}, {study.state}]  {study.title}: {people}")
+        lines.append(
+            f"{study.slug}  [{platform}, {study.state}, {study.kind}]  {study.title}: {people}"
+        )
     return lines
 
 

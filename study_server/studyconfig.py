@@ -90,6 +90,8 @@ class Recruitment:
     check_platform_ids: bool = True
     # Sessions in progress when the study is paused or closed: "finish" or "stop".
     on_pause: str = "finish"
+    # A completed participant whom the exclusion rules drop frees their place.
+    replace_excluded: bool = True
 
 
 @dataclass(frozen=True)
@@ -120,6 +122,8 @@ class StudyConfig:
     device: Device = Device()
     recruitment: Recruitment = Recruitment()
     exclusions: Exclusions = Exclusions()
+    # A pilot study (Study.kind "pilot"); `percept study copy` makes the main study from it.
+    pilot: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able data that `parse_config` turns back into this config."""
@@ -359,6 +363,7 @@ def parse_config(data: Mapping[str, Any], where: str, base: Path | None = None) 
         max_signups_per_minute=t.integer("max_signups_per_minute", 60, 0, 100_000),
         check_platform_ids=t.boolean("check_platform_ids", True),
         on_pause=t.choice("on_pause", "finish", ("finish", "stop")),
+        replace_excluded=t.boolean("replace_excluded", True),
     )
     t.done()
 
@@ -375,6 +380,7 @@ def parse_config(data: Mapping[str, Any], where: str, base: Path | None = None) 
         min_session_seconds=t.integer("min_session_seconds", 0, 0, 7 * 24 * 3600),
     )
     t.done()
+    pilot = top.boolean("pilot", False)
     top.done()
     return StudyConfig(
         slug=slug,
@@ -391,6 +397,7 @@ def parse_config(data: Mapping[str, Any], where: str, base: Path | None = None) 
         device=device,
         recruitment=recruitment,
         exclusions=exclusions,
+        pilot=pilot,
     )
 
 

@@ -306,6 +306,7 @@ def expected_models(people) -> dict[str, list[str]]:
             str(sum(p["status"] == "active" for p in mine)),
             str(sum(p["status"] == "completed" for p in mine)),
             str(sum(p["excluded"] for p in mine)),
+            str(sum(p["status"] == "completed" and not p["excluded"] for p in mine)),
             rate,
         ]
     return out

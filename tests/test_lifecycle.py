@@ -42,7 +42,7 @@ def listed_state(app, slug="t") -> str:
     result = percept(app, "study", "list")
     assert result.exit_code == 0, result.output
     line = next(line for line in result.output.splitlines() if line.startswith(f"{slug} "))
-    return re.search(r"\[\w+, (\w+)\]", line).group(1)
+    return re.search(r"\[\w+, (\w+), \w+\]", line).group(1)
 
 
 def audit(app, slug="t") -> list[tuple[str, str, str]]:

@@ -126,7 +126,7 @@ def test_example_creates_a_study_as_is(example_layout, db_url):
     assert "slug: a study called 'demo' already exists" in again.output
     listed = runner.invoke(cli, ["study", "list", "--db", db_url])
     assert listed.exit_code == 0, listed.output
-    assert listed.output.startswith("demo  [link, open]  ") and listed.output.endswith(
+    assert listed.output.startswith("demo  [link, open, main]  ") and listed.output.endswith(
         ": nobody yet\n"
     )
 
@@ -142,8 +142,8 @@ def test_study_list_counts_participants_by_state(app, make_study, db_url):
     listed = CliRunner().invoke(cli, ["study", "list", "--db", db_url])
     assert listed.exit_code == 0, listed.output
     assert listed.output.splitlines() == [
-        "pilot  [link, open]  Test study: nobody yet",
-        "main  [link, open]  Test study: 2 consented",
+        "pilot  [link, open, main]  Test study: nobody yet",
+        "main  [link, open, main]  Test study: 2 consented",
     ]
 
 
