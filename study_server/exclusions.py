@@ -22,6 +22,10 @@ from study_server.studyconfig import StudyConfig, Timing
 # The derived pacing rule allows answers up to 1/0.8 = 1.25 times faster than the
 # runner can show trials: room for frame rounding and network jitter.
 PACE_MARGIN = 0.8
+# The exclusion rules by name (the names of `percept human`'s exclusions.csv), in the
+# order they are checked: attention checks failed, share of invalid trials, median
+# response time, pacing (answers faster than the trials can be shown).
+RULES = ("attention", "invalid_display", "fast", "pace")
 
 
 @dataclass
@@ -89,19 +93,24 @@ def _finish(stats: ParticipantStats, rts: list[float]) -> ParticipantStats:
 
 def exclusion_reasons(stats: ParticipantStats, config: StudyConfig) -> list[str]:
     """Why the study's rules exclude this participant; empty when they are kept."""
+    return list(broken_rules(stats, config).values())
+
+
+def broken_rules(stats: ParticipantStats, config: StudyConfig) -> dict[str, str]:
+    """The study's rules this participant breaks, by name (RULES), each with its reason."""
     rules = config.exclusions
-    reasons = []
+    reasons: dict[str, str] = {}
     if stats.attention_failures > rules.max_attention_failures:
-        reasons.append(
+        reasons["attention"] = (
             f"failed {stats.attention_failures} attention checks "
             f"(max {rules.max_attention_failures})"
         )
     if stats.invalid_fraction > rules.max_invalid_fraction:
-        reasons.append(
+        reasons["invalid_display"] = (
             f"{stats.invalid_fraction:.0%} of trials invalid (max {rules.max_invalid_fraction:.0%})"
         )
     if stats.median_rt_ms is not None and stats.median_rt_ms < rules.min_median_rt_ms:
-        reasons.append(f"median RT {stats.median_rt_ms:.0f} ms (min {rules.min_median_rt_ms} ms)")
+        reasons["fast"] = f"median RT {stats.median_rt_ms:.0f} ms (min {rules.min_median_rt_ms} ms)"
     # By arrival time, ties in trial order (a stable sort, as the analysis does).
     arrivals = sorted(stats.arrivals, key=lambda a: a[0])
     reason = too_fast(
@@ -111,7 +120,7 @@ def exclusion_reasons(stats: ParticipantStats, config: StudyConfig) -> list[str]
         rules.min_session_seconds,
     )
     if reason:
-        reasons.append(reason)
+        reasons["pace"] = reason
     return reasons
 
 
