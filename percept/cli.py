@@ -121,7 +121,7 @@ def db_upgrade(db_url: str | None) -> None:
 
 @cli.group()
 def study() -> None:
-    """Register, copy, list, open, pause, resume and close studies."""
+    """Register, copy, list, open, pause, resume and close studies; set their targets."""
 
 
 @study.command("create")
@@ -279,6 +279,32 @@ def _state_command(action: str) -> click.Command:
 
 for _action in STATE_ACTIONS:
     _state_command(_action)
+
+
+@study.command("set-target", context_settings={"ignore_unknown_options": True})
+@click.argument("slug")
+@click.argument("target", metavar="N")
+@click.option(
+    "--model",
+    help="Only this model (dataset/model, as the dashboard names it) "
+    "[default: every model of the study].",
+)
+@DB_OPTION
+def study_set_target(slug: str, target: str, model: str | None, db_url: str | None) -> None:
+    """Set the participant target of every model of study SLUG (or of --model) to N.
+
+    N is a whole number from 0 (take no more newcomers for it) to 100000. Logged with
+    the old and new targets in the audit log.
+    """
+    from study_server.lifecycle import CLI, parse_target, set_target
+    from study_server.schema import require_current_schema
+
+    number = parse_target(target)
+    app = make_app(db_url)
+    require_current_schema(app)
+    with app.app_context():
+        changes = set_target(study_named(slug), number, CLI, model)
+    click.echo(f"study {slug!r}: target " + "; ".join(changes) + " (logged in its audit log)")
 
 
 @study.command("list")

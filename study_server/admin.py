@@ -1,4 +1,5 @@
-"""Admin pages: login, dashboard, a study's participants and state, and the export download.
+"""Admin pages: login, dashboard, a study's participants, state and targets, the export
+download and the admin guide.
 
 Every page needs a login with the password whose werkzeug hash is ADMIN_PASSWORD_HASH
 (see docs/admin.md). Every form posts a CSRF token. The numbers come from
@@ -8,10 +9,13 @@ Every page needs a login with the password whose werkzeug hash is ADMIN_PASSWORD
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import re
 import secrets
 import tempfile
 from datetime import timedelta
+from pathlib import Path
+from urllib.parse import urlsplit
 
 from flask import (
     Blueprint,
@@ -47,6 +51,17 @@ WRONG_PASSWORD = "Wrong password."
 SESSION_SECONDS = 12 * 3600
 # Exports bigger than this spill from memory to a temporary file.
 EXPORT_IN_MEMORY = 32 * 1024 * 1024
+# The admin guide /admin/help shows: docs/admin.md of the source checkout the server runs
+# from (docs/deploy.md installs it so); a wheel has no docs/ and the page says where to look.
+GUIDE = Path(__file__).resolve().parent.parent / "docs" / "admin.md"
+# The pages reload themselves this often (static/admin.js), keeping the scroll position.
+REFRESH_SECONDS = 30
+
+
+@bp.app_template_filter("plural")
+def plural_filter(n: int, singular: str, plural_form: str | None = None) -> str:
+    """{{ n|plural("participant") }} -> "1 participant", "2 participants"."""
+    return dashboard.plural(n, singular, plural_form)
 
 
 def password_hash() -> str | None:
@@ -177,25 +192,69 @@ def index():
     """Every study with per-model progress and totals."""
     now = utcnow()
     summaries = [dashboard.summarise(study, now) for study in dashboard.all_studies()]
-    return render_template("admin/index.html", summaries=summaries, now=now)
+    return render_template(
+        "admin/index.html", summaries=summaries, now=now, refresh=REFRESH_SECONDS
+    )
 
 
 @bp.get("/studies/<slug>")
 def study(slug: str):
-    """One study: the per-model table and its newest participants."""
+    """One study: state, settings, the participant URL, per-model progress, the participants
+    in a session, exclusions by rule, and its newest participants."""
     found = study_or_404(slug)
     now = utcnow()
+    summary = dashboard.summarise(found, now)
     rows, total = dashboard.participants(found, limit=dashboard.PARTICIPANT_ROWS, now=now)
+    active, active_total = dashboard.active_participants(found, now=now)
+    base = public_url()
+    url = dashboard.participant_url(base, found.slug, summary.platform)
     return render_template(
         "admin/study.html",
-        summary=dashboard.summarise(found, now),
+        summary=summary,
         participants=rows,
         total=total,
+        active=active,
+        active_total=active_total,
+        url=url,
+        external_question=dashboard.external_question(url),
+        unreachable=None if current_app.config.get("PUBLIC_URL") else local_host(base),
         now=now,
+        refresh=REFRESH_SECONDS,
         state=found.state,
         actions=lifecycle.actions_from(found.state),
         audit=lifecycle.audit_lines(found),
+        rule_names=dashboard.RULE_NAMES,
+        max_target=lifecycle.MAX_TARGET,
     )
+
+
+def public_url() -> str:
+    """Where participants reach this server: PUBLIC_URL when configured, else the address
+    this page was asked for (behind the nginx of docs/deploy.md, https://HOST/)."""
+    return current_app.config.get("PUBLIC_URL") or request.host_url
+
+
+def local_host(base: str) -> str | None:
+    """The host of `base` when only this machine can reach it (localhost, a loopback
+    address: an SSH tunnel, say), else None; the page then asks for PUBLIC_URL."""
+    host = urlsplit(base).hostname or ""
+    if host == "localhost" or host.endswith(".localhost"):
+        return host
+    try:
+        return host if ipaddress.ip_address(host).is_loopback else None
+    except ValueError:
+        return None
+
+
+@bp.get("/help")
+def help_page():
+    """The admin guide (docs/admin.md) as plain text: every control and column explained,
+    readable without a network."""
+    try:
+        text = GUIDE.read_text(encoding="utf-8")
+    except OSError:
+        text = None
+    return render_template("admin/help.html", text=text, path=GUIDE)
 
 
 @bp.post("/studies/<slug>/state")
@@ -210,6 +269,22 @@ def change_state(slug: str):
     except PerceptError as e:
         db.session.rollback()
         abort(409, description=str(e))
+    return redirect(url_for("admin.study", slug=found.slug))
+
+
+@bp.post("/studies/<slug>/target")
+def set_target(slug: str):
+    """Set the target of one model (form field `model`) or of every model (`model` empty)
+    to `target`; logged in the audit log with the old and new targets."""
+    found = study_or_404(slug)
+    model = request.form.get("model", "") or None
+    try:
+        lifecycle.set_target(
+            found, lifecycle.parse_target(request.form.get("target", "")), who(), model
+        )
+    except PerceptError as e:
+        db.session.rollback()
+        abort(400, description=str(e))
     return redirect(url_for("admin.study", slug=found.slug))
 
 

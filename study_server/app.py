@@ -50,6 +50,10 @@ def defaults(instance_path: str) -> dict[str, Any]:
         "ADMIN_LOGIN_LIMIT": "5 per minute;20 per hour;100 per day",
         # Proxies in front of gunicorn whose X-Forwarded-For names the client (nginx: 1).
         "TRUSTED_PROXIES": 0,
+        # Where participants reach the server, e.g. https://study.example.org: the study
+        # page builds the participant URL from it. None: from the address the page was
+        # asked for (right behind the nginx of docs/deploy.md, wrong through an SSH tunnel).
+        "PUBLIC_URL": None,
     }
 
 
@@ -134,6 +138,14 @@ def check_config(app: Flask) -> None:
     app.config["ADMIN_PASSWORD_FINGERPRINT"] = hmac.new(
         secret.encode(), source.encode(), hashlib.sha256
     ).hexdigest()
+    public = app.config.get("PUBLIC_URL")
+    if public not in (None, "") and not (
+        isinstance(public, str) and re.fullmatch(r"https?://[^/\s?#]+(/[^\s?#]*)?", public)
+    ):
+        raise PerceptError(
+            f"PUBLIC_URL must be an http(s) address without query, e.g. "
+            f"https://study.example.org, got {public!r}"
+        )
     proxies = app.config.get("TRUSTED_PROXIES")
     if isinstance(proxies, bool) or not isinstance(proxies, int) or not 0 <= proxies <= 10:
         raise PerceptError(f"TRUSTED_PROXIES must be a whole number 0-10, got {proxies!r}")

@@ -23,6 +23,10 @@ from study_server.studyconfig import StudyConfig, Timing
 # The derived pacing rule allows answers up to 1/0.8 = 1.25 times faster than the
 # runner can show trials: room for frame rounding and network jitter.
 PACE_MARGIN = 0.8
+# The exclusion rules by name (the names of `percept human`'s exclusions.csv), in the
+# order they are checked: attention checks failed, share of invalid trials, median
+# response time, pacing (answers faster than the trials can be shown).
+RULES = ("attention", "invalid_display", "fast", "pace")
 
 
 @dataclass
@@ -90,19 +94,24 @@ def _finish(stats: ParticipantStats, rts: list[float]) -> ParticipantStats:
 
 def exclusion_reasons(stats: ParticipantStats, config: StudyConfig) -> list[str]:
     """Why the study's rules exclude this participant; empty when they are kept."""
+    return list(broken_rules(stats, config).values())
+
+
+def broken_rules(stats: ParticipantStats, config: StudyConfig) -> dict[str, str]:
+    """The study's rules this participant breaks, by name (RULES), each with its reason."""
     rules = config.exclusions
-    reasons = []
+    reasons: dict[str, str] = {}
     if stats.attention_failures > rules.max_attention_failures:
-        reasons.append(
+        reasons["attention"] = (
             f"failed {stats.attention_failures} attention checks "
             f"(max {rules.max_attention_failures})"
         )
     if stats.invalid_fraction > rules.max_invalid_fraction:
-        reasons.append(
+        reasons["invalid_display"] = (
             f"{stats.invalid_fraction:.0%} of trials invalid (max {rules.max_invalid_fraction:.0%})"
         )
     if stats.median_rt_ms is not None and stats.median_rt_ms < rules.min_median_rt_ms:
-        reasons.append(f"median RT {stats.median_rt_ms:.0f} ms (min {rules.min_median_rt_ms} ms)")
+        reasons["fast"] = f"median RT {stats.median_rt_ms:.0f} ms (min {rules.min_median_rt_ms} ms)"
     # By arrival time, ties in trial order (a stable sort, as the analysis does).
     arrivals = sorted(stats.arrivals, key=lambda a: a[0])
     reason = too_fast(
@@ -112,7 +121,7 @@ def exclusion_reasons(stats: ParticipantStats, config: StudyConfig) -> list[str]
         rules.min_session_seconds,
     )
     if reason:
-        reasons.append(reason)
+        reasons["pace"] = reason
     return reasons
 
 
@@ -164,13 +173,19 @@ def too_fast(
 # completion), so each is judged once. Keyed by the study's random salt (unique across
 # databases too) and the rules; per participant by id and completion time, so a
 # withdrawn participant's reused id is judged afresh.
-_judged: dict[tuple, dict[int, tuple[datetime, list[str]]]] = {}
+_judged: dict[tuple, dict[int, tuple[datetime, dict[str, str]]]] = {}
 # More unjudged participants than this are judged with a subquery, not a list of ids.
 _ID_LIST_MAX = 500
 
 
 def excluded_ids(study: Study) -> dict[int, list[str]]:
-    """Completed participants of the study whom its rules drop, with the reasons.
+    """Completed participants of the study whom its rules drop, with the reasons."""
+    return {pid: list(broken.values()) for pid, broken in excluded_rules(study).items()}
+
+
+def excluded_rules(study: Study) -> dict[int, dict[str, str]]:
+    """Completed participants of the study whom its rules drop: the rules each breaks
+    (RULES names), with the reasons.
 
     Only completed sessions are judged (the export and the dashboard do the same),
     each once per server process: those completed since the last call are judged in
@@ -194,12 +209,12 @@ def excluded_ids(study: Study) -> dict[int, list[str]]:
         for stats in participant_stats(which):  # streamed: one participant at a time
             pid = stats.participant_id
             if pid in completed:
-                judged[pid] = (completed[pid], exclusion_reasons(stats, config))
+                judged[pid] = (completed[pid], broken_rules(stats, config))
         for pid in new:
             if pid not in judged:  # no main trials stored: judged as the dashboard does
-                judged[pid] = (completed[pid], exclusion_reasons(ParticipantStats(pid), config))
+                judged[pid] = (completed[pid], broken_rules(ParticipantStats(pid), config))
     _judged[key] = judged
-    return {pid: reasons for pid, (_, reasons) in judged.items() if reasons}
+    return {pid: broken for pid, (_, broken) in judged.items() if broken}
 
 
 def usable_counts(study: Study) -> dict[int, int]:

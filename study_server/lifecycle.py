@@ -1,14 +1,17 @@
-"""A study's life: draft, open, paused, closed; who may start or go on; the audit log.
+"""A study's life: draft, open, paused, closed; its targets; who may start or go on; the
+audit log.
 
 Only an open study takes newcomers. Participants already in a session of a paused or
 closed study may finish unless the study's `[recruitment] on_pause` is "stop". Every
-change of state is a line of the audit log (table audit_log), with who made it and when.
+change of state or of a target is a line of the audit log (table audit_log), with who
+made it and when.
 Nothing here knows about HTTP: `admission` says why someone may not start or go on, and
 the caller turns that into its own error.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from sqlalchemy import select
@@ -34,6 +37,8 @@ NEXT_STEP = {
 }
 # `who` of changes made with the `percept` command.
 CLI = "cli"
+# The largest participant target of a model (as `recruitment.target_per_model` allows).
+MAX_TARGET = 100_000
 
 
 @dataclass(frozen=True)
@@ -87,6 +92,43 @@ def change_state(study: Study, action: str, who: str) -> str:
     log(study, who, action, f"{before} -> {goal}")
     db.session.commit()
     return goal
+
+
+def parse_target(text: str) -> int:
+    """A target as a person types it (CLI argument, dashboard field): a whole number 0..MAX."""
+    text = text.strip()
+    # ASCII digits only (str.isdigit takes "²" too); six of them cover MAX_TARGET.
+    if not re.fullmatch(r"[0-9]{1,6}", text) or int(text) > MAX_TARGET:
+        raise _bad_target(text)
+    return int(text)
+
+
+def _bad_target(value: object) -> PerceptError:
+    return PerceptError(f"the target must be a whole number from 0 to {MAX_TARGET}, got {value!r}")
+
+
+def set_target(study: Study, target: int, who: str, model: str | None = None) -> list[str]:
+    """Set the participant target of one model (`dataset/model`) or, with None, of every
+    model of the study; log old -> new in the audit log, commit. Lines "model: old -> new".
+
+    Raises PerceptError for a target outside 0..MAX_TARGET or a model the study does not
+    have (naming the models it has). 0 takes no more newcomers for that model.
+    """
+    if isinstance(target, bool) or not isinstance(target, int) or not 0 <= target <= MAX_TARGET:
+        raise _bad_target(target)
+    generators = list(study.generators)
+    if model is not None:
+        generators = [g for g in generators if g.name == model]
+        if not generators:
+            names = ", ".join(g.name for g in study.generators)
+            raise PerceptError(f"study {study.slug!r} has no model {model!r}; its models: {names}")
+    changes = []
+    for generator in generators:
+        changes.append(f"{generator.name}: {generator.target} -> {target}")
+        generator.target = target
+    log(study, who, "set_target", "; ".join(changes))
+    db.session.commit()
+    return changes
 
 
 def actions_from(state: str) -> list[str]:

@@ -60,12 +60,15 @@ def table_rows(html: str, css_class: str) -> list[list[str]]:
     assert table, f"no table {css_class}"
     body = table.group(1).split("<tbody>")[1]
     return [
-        [
-            unescape(re.sub(r"\s+", " ", cell)).strip()
-            for cell in re.findall(r"<td[^>]*>(.*?)</td>", row, re.S)
-        ]
+        [cell_text(cell) for cell in re.findall(r"<td[^>]*>(.*?)</td>", row, re.S)]
         for row in re.findall(r"<tr>(.*?)</tr>", body, re.S)
     ]
+
+
+def cell_text(html: str) -> str:
+    """What a cell says in words: tags dropped, a progress bar (svg) by its words beside it."""
+    html = re.sub(r"<svg.*?</svg>", "", html, flags=re.S)
+    return unescape(re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", html))).strip()
 
 
 # --- Login, logout, CSRF ----------------------------------------------------------------------
@@ -299,14 +302,21 @@ def expected_models(people) -> dict[str, list[str]]:
         mine = [p for p in people.values() if p["model"] == model]
         answered = sum(p["answered"] for p in mine)
         failed = sum(p["failed"] for p in mine)
-        rate = f"{100 * failed / answered:.1f}% ({failed}/{answered})" if answered else "-"
+        rate = (
+            f"{failed} of {answered} ({100 * failed / answered:.1f}%)"
+            if answered
+            else "none answered yet"
+        )
+        completed = sum(p["status"] == "completed" for p in mine)
+        excluded = sum(p["excluded"] for p in mine)
         out[model] = [
             model,
+            f"{completed - excluded} of 3 usable",
             "3",
+            str(completed - excluded),
+            str(completed),
+            str(excluded),
             str(sum(p["status"] == "active" for p in mine)),
-            str(sum(p["status"] == "completed" for p in mine)),
-            str(sum(p["excluded"] for p in mine)),
-            str(sum(p["status"] == "completed" and not p["excluded"] for p in mine)),
             rate,
         ]
     return out
@@ -324,7 +334,7 @@ def test_dashboard_counts_each_model(app, crowd):
     assert totals.strip() == (
         "Study totals: 5 participants: 1 active, 1 idle, 2 completed (1 excluded), "
         f"0 abandoned, 1 returned. Attention checks failed: "
-        f"{100 * failed / answered:.1f}% ({failed}/{answered})."
+        f"{failed} of {answered} ({100 * failed / answered:.1f}%)."
     )
     assert 'href="/admin/studies/t"' in html
 

@@ -16,7 +16,7 @@ from analysis.exclusions import PACE_MARGIN as ANALYSIS_MARGIN
 from analysis.exclusions import ExclusionRules
 from analysis.exclusions import too_fast as analysis_too_fast
 from percept.cli import cli
-from study_server import dashboard
+from study_server import exclusions
 from study_server.exclusions import PACE_MARGIN
 from study_server.exclusions import too_fast as server_too_fast
 from study_server.studies import find_study
@@ -48,7 +48,7 @@ def test_a_bot_is_excluded_by_the_dashboard_the_export_and_percept_human(app, ma
     print(f"bot: 207 answers in {seconds:.1f} s")
 
     with app.app_context():
-        excluded = dashboard.excluded_ids(find_study("t"))
+        excluded = exclusions.excluded_ids(find_study("t"))
         from study_server.export import write_export
 
         write_export(tmp_path / "export", slug="t")
@@ -93,7 +93,7 @@ def test_a_paced_simulated_crowd_is_not_taken_for_bots(
     )
     assert sum(p.status == "completed" for p in people) >= 2, [p.status for p in people]
     with app.app_context():
-        excluded = dashboard.excluded_ids(find_study("t"))
+        excluded = exclusions.excluded_ids(find_study("t"))
         write_export(tmp_path / "export", slug="t")
     assert not any("faster" in r for reasons in excluded.values() for r in reasons), excluded
     result = CliRunner().invoke(
