@@ -404,7 +404,7 @@ async function runBlock(name, trials, run) {
   const practice = name === "practice";
   $("[data-block-title]").textContent = practice ? "Practice" : "The study";
   const feedback = run.session.study.practice_feedback
-    ? " After each, you will see whether you were right." : "";
+    ? " After each, you will see whether you were right, and what the image was." : "";
   $("[data-block-text]").textContent = practice
     ? `First ${all.length} practice images.${feedback}`
     : `Now ${all.length} images, without feedback. Answer as quickly and as accurately as you can.`;
