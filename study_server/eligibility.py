@@ -3,7 +3,8 @@
 The trial runner asks before it shows the consent form, so nobody reads a consent
 form for a study they cannot take. The reasons are the sign-up's own refusals
 (same codes; the study's state comes from study_server.lifecycle.admission), plus
-a screen smaller than the study needs. Nothing here writes: a session idle past
+a screen smaller than the study needs and a touch-only device where the study
+needs a mouse (`[device] allow_touch_only = false`). Nothing here writes: a session idle past
 the timeout is counted as free, as the next sign-up would count it.
 """
 
@@ -31,11 +32,14 @@ def refusal(
     config: StudyConfig,
     identity: Identity,
     screen: tuple[int | None, int | None] = (None, None),
+    *,
+    touch_only: bool = False,
 ) -> Refusal | None:
     """The first reason this person cannot take part, or None when they may.
 
+    `touch_only`: the device has no fine pointer (a phone or tablet without a mouse).
     In the order a person should hear them: the study itself, their own earlier
-    session, their screen, then room. Someone resuming their own open session is
+    session, their screen, their device, then room. Someone resuming their own open session is
     never told the study is full: their place is theirs.
     """
     existing = find_existing(study, config, identity)
@@ -59,6 +63,10 @@ def refusal(
             "screen_too_small",
             f"this study needs a screen of at least {device.min_width} x {device.min_height} "
             "pixels",
+        )
+    if touch_only and not device.allow_touch_only:
+        return Refusal(
+            409, "device_unsupported", "this study needs a mouse or trackpad, not a touch screen"
         )
     if existing is None and not has_room(study, config):
         return Refusal(409, "study_full", FULL)

@@ -52,6 +52,8 @@ ERROR_CODES = {
     "returned": "this platform id returned the study and cannot go on",
     "screen_too_small": "the screen is smaller than the study's `[device]` minimum "
     "(eligibility only)",
+    "device_unsupported": "a touch-only device where the study's `[device]` has "
+    "`allow_touch_only = false` (eligibility only)",
     "request_entity_too_large": "the body is over 16 KiB",
     "image_unavailable": "the image's file is missing or changed in the server's image store",
     "busy": "the study took its cap of newcomers this minute; retry after `Retry-After` seconds",
@@ -349,6 +351,11 @@ def eligibility_parameters(slug_schema: dict[str, Any]) -> list[dict[str, Any]]:
         query_parameter("client_id", platform_id, "link studies only: the browser's own id"),
         query_parameter("width", pixels, "the screen's width (`screen.width`), in CSS px"),
         query_parameter("height", pixels, "the screen's height (`screen.height`), in CSS px"),
+        query_parameter(
+            "touch_only",
+            {"type": "string", "enum": ["true", "false"], "default": "false"},
+            "`true` when the device has no fine pointer (`(any-pointer: fine)` does not match)",
+        ),
     ]
 
 
@@ -404,10 +411,18 @@ def build() -> dict[str, Any]:
                 "received_at": {"type": "string", "format": "date-time"},
                 "feedback": {
                     "type": "object",
-                    "properties": {"correct": {"type": "boolean"}},
-                    "required": ["correct"],
+                    "properties": {
+                        "correct": {"type": "boolean"},
+                        "answer": {
+                            "type": "string",
+                            "enum": ["real", "fake"],
+                            "description": "what the practice image was",
+                        },
+                    },
+                    "required": ["correct", "answer"],
                     "additionalProperties": False,
-                    "description": "practice trials of studies with practice feedback",
+                    "description": "practice trials of studies with practice feedback "
+                    "(never main trials)",
                 },
                 "next_exposure_ms": {
                     "type": ["number", "null"],
@@ -433,9 +448,10 @@ def build() -> dict[str, Any]:
                         "already_completed",
                         "returned",
                         "screen_too_small",
+                        "device_unsupported",
                     ],
-                    "description": "why not: the sign-up's own error code, or "
-                    "`screen_too_small`; null when eligible",
+                    "description": "why not: the sign-up's own error code, "
+                    "`screen_too_small` or `device_unsupported`; null when eligible",
                 },
                 "message": {
                     "type": ["string", "null"],

@@ -49,6 +49,7 @@ from study_server.identifiers import (
     PUBLIC_ID,
 )
 from study_server.imagestore import read_verified, store_dir
+from study_server.instructions import paragraphs, rules
 from study_server.models import Image, Participant, Response, Study, Token, Trial
 from study_server.responses import (
     ResponseError,
@@ -65,6 +66,8 @@ from study_server.studies import find_study, study_config
 bp = Blueprint("participant", __name__)
 # The OpenAPI document of the routes below (study_server/openapi.py builds it).
 bp.add_url_rule("/api/v1/openapi.json", "openapi", openapi.serve)
+# Config text (consent, instructions) on the pages: paragraphs, escaped.
+bp.add_app_template_filter(paragraphs, "paragraphs")
 
 PROLIFIC_DONE = "https://app.prolific.com/submissions/complete"
 # Stimuli never change, and every image gets exactly these headers (nothing else differs).
@@ -219,14 +222,17 @@ def get_eligibility(slug: str):
     study = study_or_404(slug)
     config = study_config(study)
     pid_field = PID_FIELD[config.recruitment.platform]
-    unknown = sorted(set(request.args) - {pid_field, "width", "height"})
+    unknown = sorted(set(request.args) - {pid_field, "width", "height", "touch_only"})
     if unknown:
         raise ApiError(400, "unknown_field", f"unknown parameter {unknown[0]!r} for this study")
     screen = (_screen_param("width"), _screen_param("height"))
+    touch_only = request.args.get("touch_only", "false")
+    if touch_only not in ("true", "false"):
+        raise ApiError(400, "bad_field", "touch_only must be true or false")
     identity = Identity(platform_pid=_id_text(request.args, pid_field))
     if config.recruitment.check_platform_ids:
         check_platform_id(config.recruitment.platform, identity.platform_pid)
-    refused = refusal(study, config, identity, screen)
+    refused = refusal(study, config, identity, screen, touch_only=touch_only == "true")
     if refused is None:
         return jsonify(eligible=True, reason=None, message=None)
     return jsonify(eligible=False, reason=refused.code, message=refused.message)
@@ -389,12 +395,17 @@ def put_response(trial_id: int):
         "received_at": done.received_at.isoformat() + "Z",
     }
     if done.block == "practice" and config.practice.feedback:
-        data["feedback"] = {"correct": done.correct}
+        # Practice only: what the image was, so the feedback can name the right answer.
+        answer = body["choice"] if done.correct else OTHER_CHOICE[body["choice"]]
+        data["feedback"] = {"correct": done.correct, "answer": answer}
     if config.timing.mode == "staircase":
         # Only what the next trial needs: its exposure, from the staircase dealt to it
         # (never the one this answer stepped; docs/api.md says what that reveals).
         data["next_exposure_ms"] = next_exposure(participant, config.timing.staircase)
     return jsonify(data), 200
+
+
+OTHER_CHOICE = {"real": "fake", "fake": "real"}
 
 
 @bp.post("/api/v1/session/complete")
@@ -468,11 +479,23 @@ def runner(slug: str):
         "slug": study.slug,
         "platform": config.recruitment.platform,
         "keys": {"real": config.response.real_key, "fake": config.response.fake_key},
+        "labels": {"real": config.response.real_label, "fake": config.response.fake_label},
         # The device check runs before sign-up, so the page itself needs the requirements.
         "device": {
             "min_width": config.device.min_width,
             "min_height": config.device.min_height,
             "fullscreen": config.device.fullscreen,
         },
+        "display": {
+            "size_px": config.display.size_px,
+            "max_upscale": config.display.max_upscale,
+            "background": config.display.background,
+        },
     }
-    return render_template("participant/runner.html", study=study, config=config, settings=settings)
+    return render_template(
+        "participant/runner.html",
+        study=study,
+        config=config,
+        settings=settings,
+        rules=rules(config),
+    )

@@ -20,6 +20,8 @@ from percept.errors import PerceptError
 SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
 KEY = re.compile(r"^[a-z0-9]$|^(space|enter|arrowleft|arrowright|arrowup|arrowdown)$")
 _REQUIRED = object()
+# An answer's label: a short line of text (it goes on a button).
+LABEL = {"pattern": re.compile(r"^[^\x00-\x1f\x7f]+$"), "max_len": 30, "hint": "must be one line"}
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,9 @@ class ResponseKeys:
     fake_key: str = "j"
     buttons: bool = True
     break_every: int = 50
+    # The words for the two answers: on the buttons, key reminders, instructions, feedback.
+    real_label: str = "Real"
+    fake_label: str = "Fake"
 
 
 @dataclass(frozen=True)
@@ -75,6 +80,18 @@ class Device:
     min_width: int = 800
     min_height: int = 600
     fullscreen: bool = False
+    # A device with no fine pointer (mouse, trackpad, pen), e.g. a phone, may take part.
+    allow_touch_only: bool = True
+
+
+@dataclass(frozen=True)
+class Display:
+    # The shown size of the longer side in CSS px; None: as large as fits (integer scales).
+    size_px: int | None = None
+    # Never shown larger than this many times the image's own size.
+    max_upscale: float = 3.0
+    # The page behind the trials: "light" (the pages' own) or "grey" (#808080).
+    background: str = "light"
 
 
 @dataclass(frozen=True)
@@ -120,6 +137,7 @@ class StudyConfig:
     timing: Timing = Timing()
     response: ResponseKeys = ResponseKeys()
     device: Device = Device()
+    display: Display = Display()
     recruitment: Recruitment = Recruitment()
     exclusions: Exclusions = Exclusions()
     # A pilot study (Study.kind "pilot"); `percept study copy` makes the main study from it.
@@ -329,9 +347,13 @@ def parse_config(data: Mapping[str, Any], where: str, base: Path | None = None) 
         ).lower(),
         buttons=t.boolean("buttons", True),
         break_every=t.integer("break_every", 50, 0, 5000),
+        real_label=t.text("real_label", "Real", **LABEL).strip(),
+        fake_label=t.text("fake_label", "Fake", **LABEL).strip(),
     )
     if keys.real_key == keys.fake_key:
         raise t.error(t.name("fake_key"), "must differ from real_key")
+    if keys.real_label.casefold() == keys.fake_label.casefold():
+        raise t.error(t.name("fake_label"), "must differ from real_label")
     t.done()
 
     t = top.table("device")
@@ -339,6 +361,15 @@ def parse_config(data: Mapping[str, Any], where: str, base: Path | None = None) 
         min_width=t.integer("min_width", 800, 0, 10_000),
         min_height=t.integer("min_height", 600, 0, 10_000),
         fullscreen=t.boolean("fullscreen", False),
+        allow_touch_only=t.boolean("allow_touch_only", True),
+    )
+    t.done()
+
+    t = top.table("display")
+    display = Display(
+        size_px=t.integer("size_px", 0, 16, 4096) if "size_px" in t.data else None,
+        max_upscale=t.number("max_upscale", 3.0, 1.0, 16.0),
+        background=t.choice("background", "light", ("light", "grey")),
     )
     t.done()
 
@@ -395,6 +426,7 @@ def parse_config(data: Mapping[str, Any], where: str, base: Path | None = None) 
         timing=timing,
         response=keys,
         device=device,
+        display=display,
         recruitment=recruitment,
         exclusions=exclusions,
         pilot=pilot,

@@ -47,6 +47,10 @@ def test_eligibility_tells_each_refusal_and_stores_nothing(app, make_study):
     assert eligibility(client, client_id="a-1", width=1280, height=599)["reason"] == (
         "screen_too_small"
     )
+    # A touch-only device may take a study that allows it (the default).
+    assert eligibility(client, client_id="a-1", touch_only="true")["eligible"] is True
+    r = client.get("/api/v1/studies/t/eligibility?touch_only=yes")
+    assert (r.status_code, r.json["error"]) == (400, "bad_field")
     assert row_counts(app) == before  # asking stores nothing
 
     first = join(client, client_id="a-1").json["token"]

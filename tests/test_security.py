@@ -706,13 +706,18 @@ def test_a_whole_session_reveals_nothing_about_the_images(app, make_study):
                 assert word.lower() not in text.lower(), (word, ex.method, ex.url)
 
     # "real" and "fake" appear in JSON only as the keys' names, the instruction of an
-    # instructed attention check, and the state; never as a value tied to an image.
+    # instructed attention check, the state and a practice image's feedback (its right
+    # answer); never as a value tied to a main image.
+    practice = {
+        f"/api/v1/trials/{t['id']}/response" for t in final["trials"] if t["block"] == "practice"
+    }
     for ex in log:
         if not ex.headers["Content-Type"].startswith("application/json"):
             continue
         for where, text in strings(json.loads(ex.body)):
             if re.search("real|fake", text, re.I):
                 allowed = where.endswith((".real_key (key)", ".fake_key (key)", ".instruction"))
+                allowed |= where == ".feedback.answer" and ex.url in practice
                 assert allowed, (where, text, ex.url)
     instructed = [t for t in final["trials"] if t["instruction"] is not None]
     assert len(instructed) == 1 and set(final["trials"][0]) <= set(SCHEMAS["Trial"]["properties"])

@@ -5,6 +5,7 @@
 // images are real.
 
 import { ApiError, Outbox, requestJson, withRetries } from "./api.js";
+import { fitTrial } from "./layout.js";
 import { framesFor, measureFrameInterval, nextFrame, present, waitFrames } from "./timing.js";
 
 const settings = JSON.parse(document.getElementById("percept-settings").textContent);
@@ -116,6 +117,8 @@ async function eligible(who) {
     query.set("width", Math.round(screen.width));
     query.set("height", Math.round(screen.height));
   }
+  // No mouse, trackpad or pen: a phone or a tablet alone (some studies need a mouse).
+  query.set("touch_only", String(!matchMedia("(any-pointer: fine)").matches));
   let reply;
   try {
     reply = await withRetries(() =>
@@ -131,7 +134,7 @@ async function eligible(who) {
 /** The screen for a refusal code from the eligibility check or the sign-up. */
 function refuse(code, message) {
   const screens = { study_full: "full", already_completed: "completed-before",
-    returned: "returned-before" };
+    returned: "returned-before", device_unsupported: "unsupported" };
   if (code === "screen_too_small") {
     const device = settings.device;
     for (const box of $$("[data-min-size]")) box.textContent = `${device.min_width} × ${device.min_height}`;
@@ -305,7 +308,6 @@ function waitForAnswer(state) {
 }
 
 async function runTrial(trial, run) {
-  const stage = $("[data-stage]");
   const fixation = $("[data-fixation]");
   const mask = $("[data-mask]");
   const prompt = $("[data-prompt]");
@@ -318,16 +320,10 @@ async function runTrial(trial, run) {
   image.style.visibility = "hidden";
   $("[data-stimulus]").replaceWith(image);
   const stimulus = image;
-  if (!run.stageSized) {
-    // Whole multiples of the stimulus size keep every pixel sharp.
-    const scale = Math.max(1, Math.floor(384 / image.naturalWidth));
-    stage.style.width = `${image.naturalWidth * scale}px`;
-    stage.style.height = "auto";
-    stage.style.aspectRatio = `${image.naturalWidth} / ${image.naturalHeight}`;
-    run.stageSized = true;
-  }
+  // Between trials only: the window may have changed since the last one.
+  fitTrial($('[data-screen="trial"]'), image.naturalWidth, image.naturalHeight, settings.display);
   const instruction = trial.instruction
-    ? `Attention check: for this image, answer ${trial.instruction.toUpperCase()}.`
+    ? `Attention check: for this image, answer ${settings.labels[trial.instruction].toUpperCase()}.`
     : "";
   prompt.textContent = instruction || "\u00a0";
   const exposure = trial.adaptive ? run.staircaseMs : trial.exposure_ms;
@@ -341,9 +337,11 @@ async function runTrial(trial, run) {
   document.addEventListener("visibilitychange", onHidden);
   window.addEventListener("blur", onHidden);
 
-  fixation.style.visibility = "visible";
-  await waitFrames(framesFor(run.timing.fixation_ms, run.frameMs));
-  fixation.style.visibility = "hidden";
+  if (run.timing.fixation_ms > 0) {
+    fixation.style.visibility = "visible";
+    await waitFrames(framesFor(run.timing.fixation_ms, run.frameMs));
+    fixation.style.visibility = "hidden";
+  }
   const answer = waitForAnswer(state);
   state.exposing = true;
   const arm = nextFrame().then(() => {
@@ -380,13 +378,21 @@ async function runTrial(trial, run) {
 
 const round = (x, digits = 2) => Math.round(x * 10 ** digits) / 10 ** digits;
 
+// How long practice feedback stays up (FEEDBACK_S in study_server/instructions.py).
+const FEEDBACK_MS = 900;
+
+/** Practice feedback: right or not, and what the image was (the server says). */
 async function showFeedback(reply) {
   const feedback = $("[data-feedback]");
   if (!reply?.feedback) return;
-  feedback.textContent = reply.feedback.correct ? "Correct" : "Not quite";
-  feedback.className = `feedback ${reply.feedback.correct ? "right" : "wrong"}`;
+  const { correct, answer } = reply.feedback;
+  $("[data-feedback-verdict]").textContent = correct ? "Correct" : "Not quite";
+  const label = document.createElement("strong");
+  label.textContent = settings.labels[answer];
+  $("[data-feedback-answer]").replaceChildren("This image was ", label);
+  feedback.className = `feedback ${correct ? "right" : "wrong"}`;
   feedback.style.visibility = "visible";
-  await new Promise((resolve) => setTimeout(resolve, 900));
+  await sleep(FEEDBACK_MS);
   feedback.style.visibility = "hidden";
 }
 
@@ -397,8 +403,10 @@ async function runBlock(name, trials, run) {
   if (!trials.length) return;
   const practice = name === "practice";
   $("[data-block-title]").textContent = practice ? "Practice" : "The study";
+  const feedback = run.session.study.practice_feedback
+    ? " After each, you will see whether you were right, and what the image was." : "";
   $("[data-block-text]").textContent = practice
-    ? `First ${all.length} practice images. After each, you will see whether you were right.`
+    ? `First ${all.length} practice images.${feedback}`
     : `Now ${all.length} images, without feedback. Answer as quickly and as accurately as you can.`;
   if (trials.length === all.length) await continueFrom("block");
   $("[data-progress-box]").style.visibility = practice ? "hidden" : "visible";
@@ -406,6 +414,9 @@ async function runBlock(name, trials, run) {
   for (let i = 0; i < trials.length; i++) {
     const trial = trials[i];
     run.images.preload(trials.slice(i + 1));
+    await fullScreenKept();
+    if (leave.stopped) return;
+    if (!practice) showProgress(run);
     if (trial.adaptive) {
       // The staircase lives on the server: wait for the previous answer's reply to know
       // the next exposure. Offline, go on after a while with the last exposure known.
@@ -418,12 +429,10 @@ async function runBlock(name, trials, run) {
     run.lastAck = acked;
     run.done.add(trial.id);
     if (!practice) {
-      const done = all.filter((t) => run.done.has(t.id)).length;
-      $("[data-progress]").style.width = `${(100 * done) / all.length}%`;
-      const every = run.session.study.response.break_every;
-      if (every && done % every === 0 && done < all.length) {
+      const { done, total } = showProgress(run);
+      if (breakDue(done, total, run.session.study.response.break_every)) {
         $("[data-break-done]").textContent = done;
-        $("[data-break-total]").textContent = all.length;
+        $("[data-break-total]").textContent = total;
         await continueFrom("break");
         show("trial");
       }
@@ -434,6 +443,52 @@ async function runBlock(name, trials, run) {
       await showFeedback(reply);
     }
   }
+}
+
+/**
+ * "Image 37 of 207" and the bar, from the session's trial list and the answers given
+ * (so a reload shows the same); returns {done, total} main trials.
+ */
+function showProgress(run) {
+  const main = run.session.trials.filter((t) => t.block === "main");
+  const done = main.filter((t) => run.done.has(t.id)).length;
+  const total = main.length;
+  $("[data-progress]").style.width = `${(100 * done) / total}%`;
+  $("[data-progress-text]").textContent = `Image ${Math.min(done + 1, total)} of ${total}`;
+  return { done, total };
+}
+
+/** A break after every `every` main trials, but none within the last 10% of them. */
+function breakDue(done, total, every) {
+  return every > 0 && done % every === 0 && total - done >= total / 10;
+}
+
+// --- Full screen -------------------------------------------------------------------------
+
+// Whether the study went to full screen at least once (a browser may refuse it, e.g. a
+// phone: then there is nothing to go back to, and the study goes on as it is).
+const fullScreen = { entered: false };
+
+async function enterFullScreen() {
+  if (!document.documentElement.requestFullscreen) return;
+  try {
+    await document.documentElement.requestFullscreen();
+    fullScreen.entered = true;
+  } catch (e) {
+    // Refused (no user gesture, or not allowed here): the study goes on in the window.
+  }
+}
+
+/** Before a trial: whoever left full screen is asked back first (a click must do it). */
+async function fullScreenKept() {
+  if (!settings.device.fullscreen || !fullScreen.entered || document.fullscreenElement) return;
+  show("fullscreen");
+  await new Promise((resolve) => {
+    $('[data-action="fullscreen"]').addEventListener("click", () => {
+      enterFullScreen().then(resolve);
+    }, { once: true });
+  });
+  show("trial");
 }
 
 // --- Device check -----------------------------------------------------------------------
@@ -470,9 +525,7 @@ async function checkDevice(device) {
   if (device.fullscreen) $("[data-fullscreen-note]").hidden = false;
   await continueFrom("device");
   button.disabled = true;
-  if (device.fullscreen && document.documentElement.requestFullscreen) {
-    await document.documentElement.requestFullscreen().catch(() => {});
-  }
+  if (device.fullscreen) await enterFullScreen();
   return frameMs;
 }
 
@@ -519,6 +572,7 @@ async function loadSession(token) {
 }
 
 async function main() {
+  document.body.dataset.background = settings.display.background;
   labelKeys();
   fillReturnText();
   const who = identity();
@@ -587,6 +641,7 @@ async function main() {
   const examples = session.trials.filter((t) => t.block === "practice").slice(0, 3);
   run.images.preload(remaining("practice").concat(remaining("main")), 20);
   if (session.state === "consented" && !run.done.size) {
+    $("[data-examples-box]").hidden = !examples.length;
     $("[data-examples]").replaceChildren(...examples.map((t) => {
       const img = document.createElement("img");
       img.src = t.image;
