@@ -12,7 +12,7 @@ import pandas as pd
 import requests
 from click.testing import CliRunner
 from participants import answer, auth, join, session
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
 from percept.cli import cli
 from percept.rules import planned_frames
@@ -21,6 +21,7 @@ from study_server.db import db
 from study_server.export import write_export
 from study_server.models import Participant, Response, Trial
 from study_server.studies import find_study
+from study_server.withdrawal import delete_participant
 
 # 60 Hz as the runner sends it: the default 500 ms exposure is 30 frames.
 FRAME = 16.667
@@ -307,3 +308,38 @@ def test_dashboard_export_and_percept_human_agree_on_who_is_excluded(app, make_s
         kept = [t["image_id"] for t in mine if t["trial_id"] not in out]
         assert len(mine) == len(planned) + len(dropped[dropped["participant_id"] == pid])
         assert sorted(kept) == sorted(planned)
+
+
+def test_returning_or_deleting_a_participant_with_repeats(app, make_study):
+    make_study()
+    client = app.test_client()
+    tokens = [join(client, client_id=f"leaves-{i}").json["token"] for i in range(2)]
+    for token in tokens:
+        main = main_trials(client, token)
+        for t in main[:3]:
+            assert answer(client, token, t["id"], **STALLED).json["repeat"] is True
+        # A repeat answered invalid again: a repeat of a repeat.
+        first = repeats_of(app)[main[0]["id"]][0]
+        assert answer(client, token, first, **STALLED).json["repeat"] is True
+    # Returning deletes the unanswered trials, repeats included; the answered ones stay.
+    assert client.post("/api/v1/session/return", headers=auth(tokens[0])).status_code == 200
+    with app.app_context():
+        ids = db.session.scalars(select(Participant.id).order_by(Participant.id)).all()
+        left = db.session.scalars(
+            select(Trial.repeat_of).where(Trial.participant_id == ids[0])
+        ).all()
+        assert sorted(r for r in left if r is not None) == [main_of(ids[0], 0)]
+        # Deleting a participant (withdrawal) deletes repeats and what they repeat at once.
+        for pid in ids:
+            delete_participant(db.session.get(Participant, pid), "cli")
+        assert db.session.scalar(select(func.count()).select_from(Trial)) == 0
+        db.session.remove()
+
+
+def main_of(participant_id: int, index: int) -> int:
+    """The id of the participant's `index`-th main trial."""
+    return db.session.scalars(
+        select(Trial.id)
+        .where(Trial.participant_id == participant_id, Trial.block == "main")
+        .order_by(Trial.position)
+    ).all()[index]
