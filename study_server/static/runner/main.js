@@ -614,7 +614,7 @@ async function main() {
  * every answer is acknowledged, read the session again and run the main trials still
  * unanswered, until none is left (the server caps the repeats per image). */
 async function runRepeats(run) {
-  for (;;) {
+  while (!leave.stopped) {
     await run.outbox.drained();
     if (leave.stopped) return;
     const session = await loadSession(run.token);
