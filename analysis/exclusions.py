@@ -16,6 +16,8 @@ import numpy as np
 import pandas as pd
 
 from percept.errors import PerceptError
+from percept.rules import too_fast as rules_too_fast
+from percept.rules import too_many_invalid, trial_invalid
 
 EXCLUSION_COLUMNS = ("participant_id", "trial_id", "level", "rule", "reason")
 
@@ -74,50 +76,38 @@ class ExclusionRules:
         return replace(self, **{k: v for k, v in overrides.items() if k in names and v is not None})
 
 
-def missed_frames(trials: pd.DataFrame) -> pd.Series:
-    """True where a timed display was not shown for the frames it asked for."""
-    planned = trials["planned_exposure_ms"]
-    target = np.maximum(1, np.round(planned / trials["frame_ms"]))
-    shown = trials["frames"].astype("float64")
-    timed = planned.notna() & trials["frame_ms"].notna() & shown.notna()
-    return timed & (shown != target)
-
-
-# As study_server.exclusions.PACE_MARGIN (a test keeps the two definitions together).
-PACE_MARGIN = 0.8
+def invalid_trials(trials: pd.DataFrame) -> pd.Series:
+    """True where an answered trial is invalid, by percept.rules.trial_invalid (the rule
+    the study server's dashboard and export apply): flagged, or its display missed the
+    frames it asked for."""
+    valid = trials["valid"].astype("object").where(trials["valid"].notna(), None)
+    columns = ("planned_exposure_ms", "frame_ms", "frames")
+    numbers = [trials[c].astype("float64").to_numpy() for c in columns]
+    flags = [trial_invalid(v, *row) for v, *row in zip(valid, *numbers, strict=True)]
+    return pd.Series(flags, index=trials.index, dtype=bool)
 
 
 def too_fast(person: pd.DataFrame, rules: ExclusionRules) -> str | None:
     """Why one participant's answered main trials came faster than a person can answer.
 
-    The rule of study_server.exclusions.too_fast, on export columns: arrival times
-    `received_at` (the server's clock) and `min_duration_ms`. The span from the first
-    to the last arrival must be at least `min_session_seconds` and, by default, at
-    least PACE_MARGIN times the summed `min_duration_ms` of every answered trial but
-    the first (in arrival order); with `max_answers_per_second` set, (answers - 1) /
-    span may not exceed it.
+    percept.rules.too_fast on export columns: arrival times `received_at` (the server's
+    clock) in arrival order, ties in trial order, and `min_duration_ms` (0 where an
+    older export lacks it).
     """
     if "received_at" not in person or len(person) < 2:
         return None
     person = person.sort_values("received_at", kind="stable")
-    arrivals = person["received_at"]
-    span = (arrivals.iloc[-1] - arrivals.iloc[0]).total_seconds()
-    if rules.min_session_seconds and span < rules.min_session_seconds:
-        return f"main block answered in {span:.1f} s (min {rules.min_session_seconds:g} s)"
-    if rules.max_answers_per_second is None:
-        if "min_duration_ms" not in person:
-            return None
-        least = PACE_MARGIN * float(person["min_duration_ms"].iloc[1:].sum()) / 1000
-        if span < least:
-            return (
-                f"{len(person)} answers in {span:.1f} s, faster than the trials can be "
-                f"shown (min {least:.1f} s)"
-            )
-    elif rules.max_answers_per_second:
-        rate = (len(person) - 1) / span if span > 0 else float("inf")
-        if rate > rules.max_answers_per_second:
-            return f"{rate:.1f} answers per second (max {rules.max_answers_per_second:g})"
-    return None
+    durations = (
+        person["min_duration_ms"].astype("float64").tolist()
+        if "min_duration_ms" in person
+        else [0.0] * len(person)
+    )
+    return rules_too_fast(
+        list(person["received_at"]),
+        durations,
+        rules.max_answers_per_second,
+        rules.min_session_seconds,
+    )
 
 
 def exclusions(trials: pd.DataFrame, rules: ExclusionRules) -> pd.DataFrame:
@@ -140,12 +130,12 @@ def exclusions(trials: pd.DataFrame, rules: ExclusionRules) -> pd.DataFrame:
             }
         )
 
-    invalid = ~main["valid"].fillna(True).astype(bool) | missed_frames(main)
+    invalid = invalid_trials(main)
     checks = main[main["kind"] != "stimulus"]
     failures = (~checks["correct"].astype(bool)).groupby(checks["participant_id"]).sum()
     median_rt = by_person["rt_ms"].median()
     answered = dict(tuple(by_person))
-    invalid_share = invalid.groupby(main["participant_id"]).mean()
+    invalid_count = invalid.groupby(main["participant_id"]).agg(["sum", "size"])
     seen: set[str] = set()
     for pid, person in people.iterrows():
         if rules.exclude_incomplete and person["state"] != "completed":
@@ -167,13 +157,11 @@ def exclusions(trials: pd.DataFrame, rules: ExclusionRules) -> pd.DataFrame:
         pace = too_fast(answered.get(pid, main.iloc[:0]), rules)
         if pace:
             exclude(pid, "pace", pace)
-        share = invalid_share.get(pid, 0.0)
-        if rules.max_invalid_fraction is not None and share > rules.max_invalid_fraction:
-            exclude(
-                pid,
-                "invalid_display",
-                f"{share:.0%} of main trials invalid (max {rules.max_invalid_fraction:.0%})",
-            )
+        if pid in invalid_count.index:
+            count, size = invalid_count.loc[pid]
+            reason = too_many_invalid(int(count), int(size), rules.max_invalid_fraction)
+            if reason:
+                exclude(pid, "invalid_display", reason)
     frames = [pd.DataFrame(rows, columns=list(EXCLUSION_COLUMNS))]
     if rules.exclude_invalid_trials:
         flagged = main[invalid]

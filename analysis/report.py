@@ -30,9 +30,9 @@ from analysis.correlate import (
     kendall_matrix,
     measures,
 )
-from analysis.exclusions import PACE_MARGIN
 from analysis.join import LEFT_OUT_COLUMNS, Joined, audit_report, rename
 from percept.errors import PerceptError
+from percept.rules import PACE_MARGIN
 
 
 @dataclass

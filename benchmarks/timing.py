@@ -5,7 +5,10 @@ frame-locked `present()` (study_server/static/runner/timing.js), and, as the
 baseline in the same browser, with the common setTimeout approach (show in a
 frame, hide from a timer). Each displayed duration is measured between the
 animation frames that showed and hid the image. Prints the distribution of
-|displayed - requested| and the share within one frame, for both, and their ratio.
+|displayed - requested| and the share within one frame, for both, and their ratio,
+and for the frame-locked method the share of exact frame counts: round(displayed /
+frame interval) equal to the planned frames (percept.rules.planned_frames), the rule
+by which the server stores a trial as invalid (`frames`) and repeats it.
 
     .venv/bin/python benchmarks/timing.py [--trials 500] [--baseline-trials 100]
 """
@@ -13,10 +16,13 @@ animation frames that showed and hid the image. Prints the distribution of
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 from pathlib import Path
 
 from playwright.sync_api import sync_playwright
+
+from percept.rules import planned_frames
 
 ROOT = Path(__file__).resolve().parent.parent
 TIMING_JS = ROOT / "study_server" / "static" / "runner" / "timing.js"
@@ -101,6 +107,7 @@ def main() -> None:
             f"{'exposure':>8}  {'method':<13} {'n':>4}  {'median':>7} {'p95':>7} {'max':>7}"
             "  within 1 frame   (|displayed - requested|, ms)"
         )
+        exact = [0, 0]  # displays with exactly the planned frames, displays
         for ms in (100, 250, 500):
             rows = {}
             for method, n in (("frameLocked", args.trials), ("withTimer", args.baseline_trials)):
@@ -114,9 +121,19 @@ def main() -> None:
                     f"{ms:>6} ms  {label:<13} {n:>4}  {s['median']:7.2f} {s['p95']:7.2f} "
                     f"{s['max']:7.2f}  {100 * s['within']:6.1f} %"
                 )
+                if method == "frameLocked":
+                    # As the runner reports and the server checks it (3-decimal frame_ms).
+                    sent = round(frame_ms, 3)
+                    planned = planned_frames(ms, sent)
+                    exact[0] += sum(math.floor(d / frame_ms + 0.5) == planned for d in shown)
+                    exact[1] += len(shown)
             base, ours = rows["withTimer"], rows["frameLocked"]
             ratio = ours["within"] / max(base["within"], 1e-9)
             print(f"{'':>8}  share within one frame: {ratio:.2f}x the setTimeout baseline")
+        print(
+            f"frame-locked exact frame counts: {exact[0]} of {exact[1]} "
+            f"({100 * exact[0] / exact[1]:.2f} %); the rest would be stored invalid and repeated"
+        )
         browser.close()
 
 

@@ -1,9 +1,8 @@
 """Per-participant quality numbers and the study's exclusion rules applied to them.
 
 Shared by the admin dashboard and the export, so both always agree on who is excluded.
-The pacing rule is also applied by `percept human` (analysis/exclusions.py, which may
-not import this package): both follow `too_fast` below, and tests/test_pacing.py checks
-that they agree.
+The rules themselves (which trial is invalid, the invalid share, the pacing rule) are
+percept.rules, which `percept human` (analysis/exclusions.py) applies too.
 """
 
 from __future__ import annotations
@@ -15,14 +14,18 @@ from datetime import datetime
 
 from sqlalchemy import select
 
+from percept.rules import (
+    invalid_fraction,
+    min_duration_ms,
+    too_fast,
+    too_many_invalid,
+    trial_invalid,
+)
 from study_server.db import db
 from study_server.models import Participant, Response, Study, Trial, participant_generator
 from study_server.studies import study_config
 from study_server.studyconfig import StudyConfig, Timing
 
-# The derived pacing rule allows answers up to 1/0.8 = 1.25 times faster than the
-# runner can show trials: room for frame rounding and network jitter.
-PACE_MARGIN = 0.8
 # The exclusion rules by name (the names of `percept human`'s exclusions.csv), in the
 # order they are checked: attention checks failed, share of invalid trials, median
 # response time, pacing (answers faster than the trials can be shown).
@@ -36,6 +39,7 @@ class ParticipantStats:
     answered_main: int = 0
     attention_checks: int = 0
     attention_failures: int = 0
+    # Answered main trials that percept.rules.trial_invalid calls invalid.
     invalid_trials: int = 0
     median_rt_ms: float | None = None
     # Server arrival times of the answered main trials, with each trial's planned exposure.
@@ -43,7 +47,7 @@ class ParticipantStats:
 
     @property
     def invalid_fraction(self) -> float:
-        return self.invalid_trials / self.answered_main if self.answered_main else 0.0
+        return invalid_fraction(self.invalid_trials, self.answered_main)
 
 
 def participant_stats(participant_ids_query) -> Iterator[ParticipantStats]:
@@ -57,6 +61,8 @@ def participant_stats(participant_ids_query) -> Iterator[ParticipantStats]:
             Trial.kind,
             Response.correct,
             Response.valid,
+            Response.frames,
+            Response.frame_ms,
             Response.rt_ms,
             Response.received_at,
             Trial.planned_exposure_ms,
@@ -68,7 +74,8 @@ def participant_stats(participant_ids_query) -> Iterator[ParticipantStats]:
     )
     stats: ParticipantStats | None = None
     rts: list[float] = []
-    for participant_id, kind, correct, valid, rt_ms, received_at, exposure in rows:
+    for row in rows:
+        participant_id, kind, correct, valid, frames, frame_ms, rt_ms, received_at, exposure = row
         if stats is None or stats.participant_id != participant_id:
             if stats is not None:
                 yield _finish(stats, rts)
@@ -80,7 +87,7 @@ def participant_stats(participant_ids_query) -> Iterator[ParticipantStats]:
         if correct is None:
             continue
         stats.answered_main += 1
-        stats.invalid_trials += not valid
+        stats.invalid_trials += trial_invalid(valid, exposure, frame_ms, frames)
         rts.append(rt_ms)
         stats.arrivals.append((received_at, exposure))
     if stats is not None:
@@ -106,17 +113,18 @@ def broken_rules(stats: ParticipantStats, config: StudyConfig) -> dict[str, str]
             f"failed {stats.attention_failures} attention checks "
             f"(max {rules.max_attention_failures})"
         )
-    if stats.invalid_fraction > rules.max_invalid_fraction:
-        reasons["invalid_display"] = (
-            f"{stats.invalid_fraction:.0%} of trials invalid (max {rules.max_invalid_fraction:.0%})"
-        )
+    invalid = too_many_invalid(
+        stats.invalid_trials, stats.answered_main, rules.max_invalid_fraction
+    )
+    if invalid:
+        reasons["invalid_display"] = invalid
     if stats.median_rt_ms is not None and stats.median_rt_ms < rules.min_median_rt_ms:
         reasons["fast"] = f"median RT {stats.median_rt_ms:.0f} ms (min {rules.min_median_rt_ms} ms)"
     # By arrival time, ties in trial order (a stable sort, as the analysis does).
     arrivals = sorted(stats.arrivals, key=lambda a: a[0])
     reason = too_fast(
         [t for t, _ in arrivals],
-        [min_duration_ms(config.timing, e) for _, e in arrivals],
+        [trial_min_duration_ms(config.timing, e) for _, e in arrivals],
         rules.max_answers_per_second,
         rules.min_session_seconds,
     )
@@ -125,47 +133,9 @@ def broken_rules(stats: ParticipantStats, config: StudyConfig) -> dict[str, str]
     return reasons
 
 
-def min_duration_ms(timing: Timing, planned_exposure_ms: float | None) -> float:
-    """The shortest time a trial takes in the runner: fixation + exposure + mask.
-
-    An unlimited exposure (None) counts as 0. The export writes this per trial
-    (`min_duration_ms`), so `percept human` applies the same rule to an export.
-    """
-    return timing.fixation_ms + (planned_exposure_ms or 0.0) + timing.mask_ms
-
-
-def too_fast(
-    arrivals: list[datetime],
-    min_durations_ms: list[float],
-    max_answers_per_second: float | None,
-    min_session_seconds: float,
-) -> str | None:
-    """Why these main-block answers came faster than a person can give them, else None.
-
-    `arrivals` are the server's own arrival times of the answered main trials, in
-    order, and `min_durations_ms` each trial's `min_duration_ms`. The span from the
-    first to the last arrival must be at least `min_session_seconds`, and:
-    - with `max_answers_per_second` None, at least PACE_MARGIN times the sum of the
-      minimum durations of every answered trial but the first;
-    - with a number, (answers - 1) / span may not exceed it; 0 switches it off.
-    """
-    if len(arrivals) < 2:
-        return None
-    span = (arrivals[-1] - arrivals[0]).total_seconds()
-    if min_session_seconds and span < min_session_seconds:
-        return f"main block answered in {span:.1f} s (min {min_session_seconds:g} s)"
-    if max_answers_per_second is None:
-        least = PACE_MARGIN * sum(min_durations_ms[1:]) / 1000
-        if span < least:
-            return (
-                f"{len(arrivals)} answers in {span:.1f} s, faster than the trials can be "
-                f"shown (min {least:.1f} s)"
-            )
-    elif max_answers_per_second:
-        rate = (len(arrivals) - 1) / span if span > 0 else float("inf")
-        if rate > max_answers_per_second:
-            return f"{rate:.1f} answers per second (max {max_answers_per_second:g})"
-    return None
+def trial_min_duration_ms(timing: Timing, planned_exposure_ms: float | None) -> float:
+    """percept.rules.min_duration_ms of a trial with this planned exposure in a study."""
+    return min_duration_ms(timing.fixation_ms, planned_exposure_ms, timing.mask_ms)
 
 
 # Judged completed participants per study, kept by each server process: a sign-up asks

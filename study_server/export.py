@@ -33,8 +33,8 @@ from study_server.db import db
 from study_server.exclusions import (
     ParticipantStats,
     exclusion_reasons,
-    min_duration_ms,
     participant_stats,
+    trial_min_duration_ms,
 )
 from study_server.models import (
     Generator,
@@ -77,6 +77,13 @@ TRIAL_COLUMNS = (
         "Order of the trial in the participant's session, from 0; practice trials come first.",
     ),
     Column("block", "text", "`practice` or `main`."),
+    Column(
+        "repeat_of",
+        "integer",
+        "For a repeat, the `trial_id` of the trial whose invalid answer added it: the same "
+        "image, kind and expected answer again, at the end of the main block (the study's "
+        "`[timing] repeat_invalid`); empty for every planned trial.",
+    ),
     Column(
         "kind",
         "text",
@@ -150,13 +157,18 @@ TRIAL_COLUMNS = (
     Column(
         "valid",
         "boolean",
-        "`false` when the browser flagged the trial (e.g. the display missed its target "
-        "exposure or the tab was hidden), else `true`; empty when not answered.",
+        "`false` when the trial is invalid: the tab was hidden or the window lost focus "
+        "while the image was up, or the display missed its frames (`frames` differs from "
+        "max(1, round(`planned_exposure_ms` / `frame_ms`)), halves rounded up; decided by "
+        "the server), else `true`; empty when not answered. Answers stored before the "
+        "server checked frames may say `true` for a frame miss: the exclusion rules "
+        "(`invalid_trials`, `percept human`) check the frames of every trial again.",
     ),
     Column(
         "invalid_reason",
         "text",
-        "Why the browser flagged the trial; empty for valid and unanswered trials.",
+        "Why the trial is invalid: `hidden`, `blur` or `frames`; empty for valid and "
+        "unanswered trials.",
     ),
     Column(
         "input",
@@ -245,11 +257,21 @@ PARTICIPANT_COLUMNS = (
         "The completion code the participant was given (the study's fixed code, or a personal "
         "one that the platform shows next to the worker's id); empty when not completed." + HASHED,
     ),
-    Column("main_trials", "integer", "Trials in the main block, attention checks included."),
-    Column("answered_main", "integer", "Main-block trials answered."),
+    Column(
+        "main_trials",
+        "integer",
+        "Trials in the main block, attention checks and repeats included.",
+    ),
+    Column("answered_main", "integer", "Main-block trials answered, repeats included."),
     Column("attention_checks", "integer", "Catch and instructed trials in the main block."),
     Column("attention_failures", "integer", "Attention checks answered wrongly."),
-    Column("invalid_trials", "integer", "Answered main-block trials the browser flagged invalid."),
+    Column(
+        "invalid_trials",
+        "integer",
+        "Answered main-block trials that are invalid (hidden tab, lost focus or missed "
+        "display frames; repeats included). The invalid fraction of the exclusion rule "
+        "`max_invalid_fraction` is `invalid_trials` / `answered_main`.",
+    ),
     Column(
         "median_rt_ms",
         "number",
@@ -460,6 +482,7 @@ def _write_trials(
             Trial.id.label("trial_id"),
             Trial.position,
             Trial.block,
+            Trial.repeat_of,
             Trial.kind,
             Image.public_id.label("image_id"),
             Image.sha256.label("image_sha256"),
@@ -499,7 +522,9 @@ def _write_trials(
         values = dict(row._mapping)
         values["answered"] = values.pop("response_id") is not None
         values["condition"] = conditions.get(row.participant_id, "")
-        values["min_duration_ms"] = min_duration_ms(timing[row.study], row.planned_exposure_ms)
+        values["min_duration_ms"] = trial_min_duration_ms(
+            timing[row.study], row.planned_exposure_ms
+        )
         write(values)
         count += 1
     return count

@@ -190,6 +190,9 @@ class Trial(db.Model):
     # Staircase studies, main block: which of the participant's interleaved staircases
     # gives this trial its exposure (never sent to the browser).
     staircase: Mapped[int | None]
+    # A repeat: the trial whose invalid answer added this one at the end of its block,
+    # with the same image, kind and expected answer (responses.record); else None.
+    repeat_of: Mapped[int | None] = mapped_column(ForeignKey("trial.id"))
 
     participant: Mapped[Participant] = relationship(back_populates="trials")
     image: Mapped[Image] = relationship()

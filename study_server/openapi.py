@@ -68,8 +68,10 @@ RESPONSE_FIELDS = {
     "displayed_ms": "measured display duration: offset - onset, in ms",
     "frames": "displayed frames",
     "frame_ms": "the measured frame interval, in ms",
-    "valid": "false when the tab was hidden or lost focus during the exposure",
-    "invalid_reason": "why the trial is not valid: `hidden` or `blur` from the runner",
+    "valid": "false when the tab was hidden or lost focus during the exposure, or the "
+    "measured `frames` differ from the planned ones; the server checks `frames` itself",
+    "invalid_reason": "why the trial is not valid: `hidden`, `blur` or `frames` from the "
+    "runner; the server stores `frames` for a frame miss it finds",
     "input": "how the answer was given: `key`, `button` or `touch` from the runner",
     "client_sent_at": "`Date.now()` when the answer was made (ms since 1970, browser clock)",
     "exposure_ms": "staircase trials: the exposure used; required on adaptive trials",
@@ -429,8 +431,13 @@ def build() -> dict[str, Any]:
                     "description": "staircase studies: the exposure of the next main trial "
                     "(null when none is left); see docs/api.md for what it reveals",
                 },
+                "repeat": {
+                    "type": "boolean",
+                    "description": "true: the answer was invalid and a repeat of its image "
+                    "was added at the end of the main block (read the session again)",
+                },
             },
-            "required": ["trial_id", "received_at"],
+            "required": ["trial_id", "received_at", "repeat"],
             "additionalProperties": False,
         },
         "Eligibility": {
@@ -541,7 +548,9 @@ def build() -> dict[str, Any]:
                 description=(
                     "Idempotent: the same body again gets the same 200; a different body "
                     "for an answered trial gets 409. `exposure_ms` is required on adaptive "
-                    "(staircase) trials."
+                    "(staircase) trials. An invalid main-block answer may add one repeat "
+                    "trial at the end of the main block (`repeat: true`), never two for "
+                    "the same answer."
                 ),
             ),
         },

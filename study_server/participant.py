@@ -393,6 +393,8 @@ def put_response(trial_id: int):
     data: dict[str, Any] = {
         "trial_id": done.trial_id,
         "received_at": done.received_at.isoformat() + "Z",
+        # Depends only on the display's timing and the page's focus, never on the answer.
+        "repeat": done.repeat,
     }
     if done.block == "practice" and config.practice.feedback:
         # Practice only: what the image was, so the feedback can name the right answer.

@@ -2,6 +2,8 @@
 
 Correctness is computed here from the trial's expected answer; the browser
 never learns it except as feedback on practice trials when the study asks for it.
+Validity too is decided here (percept.rules): an invalid main-block answer adds a
+repeat of its image at the end of the block when the study asks for it.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from sqlalchemy import delete, exists, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import joinedload
 
+from percept.rules import frame_missed
 from study_server.assignment import resumed_state
 from study_server.cleantext import strip_controls
 from study_server.db import db, utcnow
@@ -107,18 +110,40 @@ class Recorded:
     block: str
     correct: bool
     received_at: datetime
+    # The answer was invalid and its image comes again at the end of the block.
+    repeat: bool
 
 
-def recorded(response: Response, trial: Trial, participant: Participant) -> Recorded:
-    return Recorded(trial.id, trial.block, response.correct, response.received_at)
+def recorded(response: Response, trial: Trial, repeat: bool) -> Recorded:
+    return Recorded(trial.id, trial.block, response.correct, response.received_at, repeat)
+
+
+def replayed(stored: Response, trial: Trial, body: dict[str, Any]) -> Recorded:
+    """The stored answer to `trial` if `body` is the same again (else 409), as first told."""
+    same_or_conflict(stored, body)
+    repeat = not stored.valid and (
+        db.session.scalar(
+            select(Trial.id)
+            .where(Trial.participant_id == trial.participant_id, Trial.repeat_of == trial.id)
+            .limit(1)
+        )
+        is not None
+    )
+    return recorded(stored, trial, repeat)
 
 
 def record(
-    participant: Participant, trial_id: int, body: dict[str, Any], config: StudyConfig
+    participant: Participant,
+    trial_id: int,
+    body: dict[str, Any],
+    config: StudyConfig,
+    tries: int = 5,
 ) -> Recorded:
     """Store the answer to one trial, once: the same body again returns the stored answer.
 
-    `config` is the participant's study config (the caller has it already).
+    `config` is the participant's study config (the caller has it already). An invalid
+    main-block answer also adds its repeat (`repeat_trial`) in the same transaction, so
+    a retried answer never adds a second one.
 
     Raises ResponseError: 404 for a trial that is not this participant's, 409 for a
     different answer to an answered trial, a practice answer once the main block began,
@@ -133,7 +158,7 @@ def record(
         raise ResponseError(404, "unknown_trial", "no such trial in this session")
     stored = trial.response
     if stored is not None:
-        return recorded(same_or_conflict(stored, body), trial, participant)
+        return replayed(stored, trial, body)
     if participant.state in ("completed", "returned"):
         raise ResponseError(409, "session_closed", f"this session is {participant.state}")
     # A paused or closed study with `on_pause = "stop"` takes no more answers.
@@ -155,6 +180,7 @@ def record(
             )
         trial.planned_exposure_ms = float(exposure)
 
+    valid, reason = validity(trial, body)
     now = utcnow()
     response = Response(
         trial=trial,
@@ -165,14 +191,19 @@ def record(
         displayed_ms=body.get("displayed_ms"),
         frames=body.get("frames"),
         frame_ms=body.get("frame_ms"),
-        valid=body.get("valid", True),
-        invalid_reason=body.get("invalid_reason"),
+        valid=valid,
+        invalid_reason=reason,
         input=body.get("input"),
         client_sent_at=body.get("client_sent_at"),
         received_at=now,
         body=body,
     )
     db.session.add(response)
+    repeat = None
+    if not valid and trial.block == "main" and config.timing.repeat_invalid:
+        repeat = repeat_trial(trial, config)
+        if repeat is not None:
+            db.session.add(repeat)
     if trial.block == "main":
         participant.state = "main"
     elif participant.state == "consented":
@@ -181,7 +212,7 @@ def record(
     participant.last_seen_at = now
     # Taken before the commit, which expires every loaded row (reading them again would
     # cost a query each).
-    result = recorded(response, trial, participant)
+    result = recorded(response, trial, repeat is not None)
     try:
         db.session.commit()
     except IntegrityError:
@@ -189,12 +220,71 @@ def record(
         db.session.rollback()
         stored = db.session.scalar(select(Response).where(Response.trial_id == trial_id))
         if stored is not None:
-            return recorded(same_or_conflict(stored, body), stored.trial, participant)
+            return replayed(stored, stored.trial, body)
         # The session was returned at the same moment, which deleted this unanswered trial.
         if db.session.get(Trial, trial_id) is None:
             raise ResponseError(409, "session_closed", "this session is returned") from None
+        if repeat is not None and tries > 1:
+            # Another trial's repeat took the same place at the same moment: place it again.
+            return record(participant, trial_id, body, config, tries - 1)
         raise
     return result
+
+
+def validity(trial: Trial, body: dict[str, Any]) -> tuple[bool, str | None]:
+    """(valid, invalid_reason) to store: the browser's flag (`hidden`, `blur`), and the
+    server's own check that the display showed the frames it planned (`frames`).
+
+    The planned exposure is the trial's (for a staircase trial, the one the browser
+    used); percept.rules.frame_missed is the rule the exclusions apply too.
+    """
+    flagged = body.get("valid") is False
+    missed = frame_missed(trial.planned_exposure_ms, body.get("frame_ms"), body.get("frames"))
+    reason = body.get("invalid_reason")
+    if missed and not (flagged and reason):
+        reason = "frames"
+    return not (flagged or missed), reason
+
+
+def repeat_trial(trial: Trial, config: StudyConfig) -> Trial | None:
+    """A new trial at the end of the participant's list (the main block is last) showing
+    `trial`'s image again, or None when that image already has `max_repeats` repeats.
+
+    Same kind and expected answer (so an instructed check asks the same); a staircase
+    trial gets its exposure when shown, from the staircase of the trial it repeats, or
+    the next one when that one's is the last trial's (never the same twice in a row).
+    """
+    # Not flushed yet: the answer's insert stays in the commit, where a concurrent
+    # answer to the same trial is caught.
+    with db.session.no_autoflush:
+        # One repeat at a time per participant, so two misses at once do not pick the same
+        # place (a row lock on PostgreSQL; SQLite has one writer, and `record` tries again).
+        db.session.execute(
+            select(Participant.id).where(Participant.id == trial.participant_id).with_for_update()
+        )
+        rows = db.session.execute(
+            select(Trial.position, Trial.image_id, Trial.repeat_of, Trial.staircase)
+            .where(Trial.participant_id == trial.participant_id)
+            .order_by(Trial.position)
+        ).all()
+    repeats = sum(r.image_id == trial.image_id and r.repeat_of is not None for r in rows)
+    if repeats >= config.timing.max_repeats:
+        return None
+    last = rows[-1]
+    staircase = trial.staircase
+    if staircase is not None and staircase == last.staircase:
+        staircase = (staircase + 1) % config.timing.staircase.interleaved
+    return Trial(
+        participant_id=trial.participant_id,
+        position=last.position + 1,
+        block=trial.block,
+        kind=trial.kind,
+        image_id=trial.image_id,
+        expected=trial.expected,
+        planned_exposure_ms=None if is_adaptive(trial, config) else trial.planned_exposure_ms,
+        staircase=staircase,
+        repeat_of=trial.id,
+    )
 
 
 def is_adaptive(trial: Trial, config: StudyConfig) -> bool:

@@ -62,6 +62,10 @@ class Timing:
     exposure_ms: int = 500
     mask_ms: int = 0
     staircase: Staircase = Staircase()
+    # An invalid main-block answer (hidden, blur, missed frames) adds the same image again
+    # at the end of the block, at most `max_repeats` times per image (responses.record).
+    repeat_invalid: bool = True
+    max_repeats: int = 2
 
 
 @dataclass(frozen=True)
@@ -326,6 +330,8 @@ def parse_config(data: Mapping[str, Any], where: str, base: Path | None = None) 
         exposure_ms=t.integer("exposure_ms", 500, 10, 60_000),
         mask_ms=t.integer("mask_ms", 0, 0, 10_000),
         staircase=staircase,
+        repeat_invalid=t.boolean("repeat_invalid", True),
+        max_repeats=t.integer("max_repeats", 2, 1, 10),
     )
     t.done()
 

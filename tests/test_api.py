@@ -410,13 +410,33 @@ def test_interleaved_staircases_step_on_the_server(app, make_study):
             "trial_id",
             "received_at",
             "next_exposure_ms",
+            "repeat",
         }
+        # The invalid answer's image comes again at the end of the block.
+        assert r.json["repeat"] is bool(extra)
         if kind[trial["id"]] == "stimulus" and not extra:
             answers[stair[trial["id"]]].append(right)  # checks and invalid trials: no step
-        following = main[i + 1] if i + 1 < len(main) else None
-        want = replay(answers[stair[following["id"]]]) if following else None
-        assert r.json["next_exposure_ms"] == want, (i, r.json)
-        shown = want if want is not None else shown
+        if i + 1 < len(main):
+            want = replay(answers[stair[main[i + 1]["id"]]])
+            assert r.json["next_exposure_ms"] == want, (i, r.json)
+            shown = want
+    # The repeat of trial 13, last: the same image, on its staircase or (when that was the
+    # last trial's) the next one, so no staircase comes twice in a row.
+    (repeat,) = [
+        t for t in session(client, token)["trials"] if t["block"] == "main" and not t["answered"]
+    ]
+    assert repeat["image"] == main[13]["image"] and repeat["adaptive"]
+    with app.app_context():
+        repeat_stair = db.session.get(Trial, repeat["id"]).staircase
+    assert repeat_stair == (
+        stair[main[13]["id"]]
+        if stair[main[13]["id"]] != stair[main[-1]["id"]]
+        else (stair[main[13]["id"]] + 1) % 3
+    )
+    assert r.json["next_exposure_ms"] == replay(answers[repeat_stair])
+    expected[repeat["id"]] = expected[main[13]["id"]]
+    r = respond(repeat, True, exposure=r.json["next_exposure_ms"])
+    assert r.status_code == 200 and r.json["repeat"] is False
     with app.app_context():
         planned = dict(
             db.session.execute(

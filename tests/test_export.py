@@ -43,8 +43,10 @@ def crowd(app, make_study):
     """
     make_study(
         platform="prolific",
-        # Readable made-up ids, not Prolific's 24 hex digits.
-        extra='completion_code = "DEMO-CODE"\ncheck_platform_ids = false',
+        # Readable made-up ids, not Prolific's 24 hex digits. Some answers below are
+        # flagged invalid: no repeats, so every session keeps its planned trials.
+        extra='completion_code = "DEMO-CODE"\ncheck_platform_ids = false\n'
+        "[timing]\nrepeat_invalid = false",
     )
     client = app.test_client()
     people = {}

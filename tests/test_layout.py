@@ -1,7 +1,8 @@
 """The layers import one way (DESIGN.md, "Layout"); read from the source, so it cannot drift.
 
 percept may import every layer. study_server, analysis and stimuli may import
-percept.errors (the shared error type) and nothing else of percept; study_server
+percept.errors (the shared error type) and percept.rules (the rules answers are
+judged by, which the server and the analysis share) and nothing else of percept; study_server
 is the app only (no torch, no analysis, no HTTP client of itself); analysis knows
 nothing of Flask or the server; stimuli imports none of the other layers.
 """
@@ -17,8 +18,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# For each layer, the imported module prefixes it must never use. `percept.errors` is the
-# one part of percept every layer may import, so it is listed as allowed, not forbidden.
+# For each layer, the imported module prefixes it must never use. `percept.errors` and
+# `percept.rules` are the parts of percept every layer may import, so they are listed as
+# allowed, not forbidden.
 FORBIDDEN: dict[str, tuple[str, ...]] = {
     "study_server": (
         "percept",
@@ -39,7 +41,9 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
     ),
     "stimuli": ("percept", "study_server", "analysis", "flask", "torch"),
 }
-ALLOWED = ("percept.errors",)
+# percept.rules: the rules answers are judged by (invalid trials, pacing), which the server
+# and the analysis must share and cannot import from each other; standard library only.
+ALLOWED = ("percept.errors", "percept.rules")
 
 
 def imported_modules(path: Path, root: Path) -> list[tuple[int, str]]:
@@ -104,6 +108,14 @@ def test_a_planted_forbidden_import_is_found(tmp_path, layer, line):
     (tmp_path / layer / "sub" / "planted.py").write_text(body)
     problems = layer_violations(tmp_path)
     assert len(problems) == 1 and problems[0].startswith(f"{layer}/sub/planted.py:"), problems
+
+
+def test_the_shared_modules_import_only_the_standard_library():
+    """percept.errors and percept.rules are imported by the server and the analysis alike:
+    they may not pull in anything else (the server runs without numpy or pandas)."""
+    for name in ("errors.py", "rules.py"):
+        modules = {m.split(".")[0] for _, m in imported_modules(ROOT / "percept" / name, ROOT)}
+        assert modules <= set(sys.stdlib_module_names) | {"__future__"}, (name, modules)
 
 
 def test_the_old_cli_module_is_gone():

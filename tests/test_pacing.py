@@ -12,13 +12,11 @@ import pytest
 from click.testing import CliRunner
 from participants import auth, join, session
 
-from analysis.exclusions import PACE_MARGIN as ANALYSIS_MARGIN
 from analysis.exclusions import ExclusionRules
 from analysis.exclusions import too_fast as analysis_too_fast
 from percept.cli import cli
+from percept.rules import too_fast as rule_too_fast
 from study_server import exclusions
-from study_server.exclusions import PACE_MARGIN
-from study_server.exclusions import too_fast as server_too_fast
 from study_server.studies import find_study
 
 # 100 real + 100 fake main images, fixation 500 ms + exposure 500 ms: a person needs
@@ -104,10 +102,10 @@ def test_a_paced_simulated_crowd_is_not_taken_for_bots(
     assert "pace" not in set(table["rule"]), table
 
 
-def test_the_server_and_the_analysis_share_one_pacing_rule():
-    """Both definitions (study_server/exclusions.py, analysis/exclusions.py) on the same
-    random sessions: the same verdict and the same reason, every time."""
-    assert PACE_MARGIN == ANALYSIS_MARGIN
+def test_the_analysis_applies_the_one_pacing_rule_to_export_columns():
+    """The rule is percept.rules.too_fast (the server calls it on its rows); the analysis
+    calls it on export columns, sorted by arrival. On the same random sessions: the same
+    verdict and the same reason, every time."""
     rng = random.Random(0)
     start = datetime(2026, 1, 1)
     verdicts = set()
@@ -124,7 +122,7 @@ def test_the_server_and_the_analysis_share_one_pacing_rule():
         least = rng.choice([0, 0, 5, 30])
         # Ties in arrival time stay in trial order on both sides.
         order = sorted(range(n), key=lambda i: arrivals[i])
-        server = server_too_fast(
+        server = rule_too_fast(
             [arrivals[i] for i in order], [durations[i] for i in order], rate, least
         )
         person = pd.DataFrame(

@@ -727,7 +727,11 @@ def test_a_whole_session_reveals_nothing_about_the_images(app, make_study):
         if ex.method == "PUT" and ex.url.split("/")[4] in {str(t["id"]) for t in final["trials"]
                                                             if t["block"] == "main"}
     ]  # fmt: skip
-    assert main_answers and all(set(a) == {"trial_id", "received_at"} for a in main_answers)
+    # `repeat` follows from the display's timing and focus alone (all valid here).
+    assert main_answers and all(
+        a.keys() == {"trial_id", "received_at", "repeat"} and a["repeat"] is False
+        for a in main_answers
+    )
 
     # Image URLs are opaque ids of one length; every image gets the very same headers,
     # Content-Length included (each is padded to the study's one length).

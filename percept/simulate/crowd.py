@@ -35,6 +35,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from percept.errors import PerceptError
+from percept.rules import planned_frames
 from stimuli.manifest import MANIFEST, read_csv, read_manifest
 from stimuli.padding import unpad_png
 
@@ -194,10 +195,11 @@ def run_person(
     fixation = session["study"]["timing"]["fixation_ms"] or 0
     # Staircase studies: the exposure of the next main trial, as the server last said.
     next_exposure = session.get("next_exposure_ms") or 500
-    trials = [t for t in session["trials"] if not t["answered"]]
-    stop_at = len(trials) // 2 if person.abandons else len(trials)
     sent: list[tuple[int, dict]] = []
-    for i, trial in enumerate(trials[:stop_at]):
+
+    def answer(trial: dict) -> bool:
+        """Look at the image and answer; True when the server repeats the trial."""
+        nonlocal next_exposure
         image = call("GET", trial["image"]).content
         realness = table.get(hashlib.sha256(stimulus_bytes(image)).hexdigest())
         if realness is None:
@@ -220,7 +222,8 @@ def run_person(
             "input": "key",
         }
         if exposure:
-            frames = max(1, round(exposure / FRAME_MS))
+            # A display that never misses: exactly the frames the server plans.
+            frames = planned_frames(exposure, body["frame_ms"])
             body.update(frames=frames, displayed_ms=round(frames * FRAME_MS, 2))
         if trial.get("adaptive"):
             body["exposure_ms"] = exposure
@@ -229,12 +232,20 @@ def run_person(
         r = call("PUT", f"/api/v1/trials/{trial['id']}/response", json=body)
         if r.status_code != 200:
             raise PerceptError(f"answer refused: {r.status_code} {r.text[:200]}")
-        next_exposure = r.json().get("next_exposure_ms") or next_exposure
+        reply = r.json()
+        next_exposure = reply.get("next_exposure_ms") or next_exposure
         person.acknowledge_ms.append((time.perf_counter() - first_try) * 1000)
         person.submit_ms.append(last_ms)
         person.acknowledged[trial["id"]] = choice
         sent.append((trial["id"], body))
         person.answered += 1
+        return bool(reply.get("repeat"))
+
+    trials = [t for t in session["trials"] if not t["answered"]]
+    stop_at = len(trials) // 2 if person.abandons else len(trials)
+    repeated = False
+    for i, trial in enumerate(trials[:stop_at]):
+        repeated |= answer(trial)
         if person.reloads and i == stop_at // 2:
             # A reload: the session again, and the last few answers resent as they were.
             call("GET", "/api/v1/session")
@@ -243,6 +254,14 @@ def run_person(
                 if again.status_code != 200:
                     raise PerceptError(f"a resent answer was refused: {again.status_code}")
                 person.resent += 1
+    # An invalid answer's image comes again at the end of the main block, as in the
+    # runner (this crowd sends only valid answers, so it meets none unless the server
+    # disagrees about the frames).
+    while repeated and not person.abandons:
+        session = call("GET", "/api/v1/session").json()
+        repeated = False
+        for trial in [t for t in session["trials"] if not t["answered"]]:
+            repeated |= answer(trial)
     if person.abandons:
         person.status = "abandoned"
         return person

@@ -327,7 +327,9 @@ async function runTrial(trial, run) {
     : "";
   prompt.textContent = instruction || "\u00a0";
   const exposure = trial.adaptive ? run.staircaseMs : trial.exposure_ms;
-  const frames = exposure === null ? null : framesFor(exposure, run.frameMs);
+  // The frame interval as sent: the server plans the frames from this very number.
+  const frameMs = round(run.frameMs, 3);
+  const frames = exposure === null ? null : framesFor(exposure, frameMs);
 
   // Invalid when the page is hidden or loses focus while the image is up.
   const state = { armed: false, exposing: false, invalid: null };
@@ -360,13 +362,17 @@ async function runTrial(trial, run) {
   window.removeEventListener("blur", onHidden);
   prompt.textContent = "\u00a0";
   const displayed = offset - onset;
+  const shown = Math.round(displayed / run.frameMs);
+  // A busy computer can hold the image for more frames than planned: invalid, and the
+  // server (which checks this too) shows the image again at the end of the block.
+  if (frames !== null && shown !== frames && state.invalid === null) state.invalid = "frames";
   const body = {
     choice,
     rt_ms: round(Math.max(0, time - onset)),
     onset_ms: round(onset),
     displayed_ms: round(displayed),
-    frames: Math.round(displayed / run.frameMs),
-    frame_ms: round(run.frameMs, 3),
+    frames: shown,
+    frame_ms: frameMs,
     valid: state.invalid === null,
     input,
     client_sent_at: Date.now(),
@@ -655,7 +661,25 @@ async function main() {
     (t) => t.block === "main" && run.done.has(t.id));
   if (!mainStarted) await runBlock("practice", remaining("practice"), run);
   await runBlock("main", remaining("main"), run);
+  await runRepeats(run);
   await finish(run);
+}
+
+/** The repeats the server added at the end of the main block for invalid answers: once
+ * every answer is acknowledged, read the session again and run the main trials still
+ * unanswered, until none is left (the server caps the repeats per image). */
+async function runRepeats(run) {
+  while (!leave.stopped) {
+    await run.outbox.drained();
+    if (leave.stopped) return;
+    const session = await loadSession(run.token);
+    if (!session) return;
+    run.session = session;
+    if (session.next_exposure_ms) run.staircaseMs = session.next_exposure_ms;
+    const left = session.trials.filter((t) => t.block === "main" && !t.answered && !run.done.has(t.id));
+    if (!left.length) return;
+    await runBlock("main", left, run);
+  }
 }
 
 main().catch((e) => {
