@@ -55,8 +55,8 @@ def test_fixed_study_states_keys_exposure_tab_rule_and_length(app, make_study):
     assert "each after a small cross" in text
     assert "answer Photo or AI-made" in text and "for Photo and" in text
     assert (
-        "If you switch to another tab or window, or leave the page, that image does not count"
-        in text
+        "If you switch to another tab or window, or leave the page, that image does not count "
+        "and is shown again at the end" in text
     )
     assert "There are 27 images, the first 4 for practice" in text
     assert "The study takes about 3 minutes" in text
@@ -70,13 +70,15 @@ def test_fixed_study_states_keys_exposure_tab_rule_and_length(app, make_study):
 
 
 def test_staircase_study_says_the_display_time_changes(app, make_study):
-    make_study(extra=STAIRCASE.replace("[timing]\n", "[timing]\nfixation_ms = 0\nmask_ms = 100\n"))
+    timing = "[timing]\nfixation_ms = 0\nmask_ms = 100\nrepeat_invalid = false\n"
+    make_study(extra=STAIRCASE.replace("[timing]\n", timing))
     text = page_text(app)
     assert "how long it is shown changes during the study, depending on your answers" in text
     assert "shown for" not in text
     assert "cross" not in text  # fixation_ms = 0: no cross is shown, none is promised
     assert "Then noise covers it for a moment" in text
-    assert "answer Real or Fake" in text and "that image does not count" in text
+    assert "answer Real or Fake" in text and "that image does not count." in text
+    assert "shown again" not in text  # repeat_invalid = false: no repeat is promised
 
 
 def test_unlimited_study_and_config_text_as_paragraphs(app, demo_stimuli, tmp_path):
