@@ -38,3 +38,18 @@ def extraction_options(command: Callable) -> Callable:
     ):
         command = option(command)
     return command
+
+
+def weights_options(command: Callable) -> Callable:
+    """--weights (one encoder's weight file) and --allow-download."""
+    command = click.option(
+        "--allow-download",
+        is_flag=True,
+        help="Download the published weight file into the weights folder when it is missing.",
+    )(command)
+    return click.option(
+        "--weights",
+        type=click.Path(dir_okay=False, path_type=Path),
+        help="The encoder's weight file [default: its expected name in $PERCEPT_WEIGHTS_DIR, "
+        "else ~/.cache/percept/weights].",
+    )(command)

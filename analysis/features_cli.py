@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from analysis.cli_options import extraction_options
+from analysis.cli_options import extraction_options, weights_options
 from percept.errors import PerceptError
 
 
@@ -20,17 +20,7 @@ from percept.errors import PerceptError
     "clip-vitl14-336, convnext-large, data2vec-vitl16, mae-vitl16, swav-rn50, simclr-rn50, "
     "pixel, or random:NAME for a randomly initialised network (see docs/encoders.md).",
 )
-@click.option(
-    "--weights",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="The encoder's weight file [default: its expected name in $PERCEPT_WEIGHTS_DIR, "
-    "else ~/.cache/percept/weights].",
-)
-@click.option(
-    "--allow-download",
-    is_flag=True,
-    help="Download the published weight file into the weights folder when it is missing.",
-)
+@weights_options
 @click.argument("images", nargs=-1, type=click.Path(path_type=Path))
 @click.option(
     "--out",

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from analysis.cli_options import extraction_options
+from analysis.cli_options import extraction_options, weights_options
 from percept.errors import PerceptError
 
 INDEX = "heatmaps.csv"
@@ -36,17 +36,7 @@ COLUMNS = (
     help="inception, inception-clean, dinov2-vits14/-vitb14/-vitl14/-vitg14 or clip-vitl14, "
     "or random:NAME for a randomly initialised network.",
 )
-@click.option(
-    "--weights",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="The encoder's weight file [default: its expected name in $PERCEPT_WEIGHTS_DIR, "
-    "else ~/.cache/percept/weights].",
-)
-@click.option(
-    "--allow-download",
-    is_flag=True,
-    help="Download the published weight file into the weights folder when it is missing.",
-)
+@weights_options
 @click.option(
     "--real",
     required=True,

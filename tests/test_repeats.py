@@ -16,7 +16,7 @@ from sqlalchemy import func, select, update
 
 from percept.cli import cli
 from percept.rules import planned_frames
-from study_server import dashboard
+from study_server import dashboard, exclusions
 from study_server.db import db
 from study_server.export import write_export
 from study_server.models import Participant, Response, Trial
@@ -260,7 +260,7 @@ def test_dashboard_export_and_percept_human_agree_on_who_is_excluded(app, make_s
         )
         db.session.commit()
         study = find_study("t")
-        board = dashboard.excluded_ids(study)
+        board = exclusions.excluded_ids(study)
         rows, _ = dashboard.participants(study)
         write_export(tmp_path / "export", slug="t")
         db.session.remove()

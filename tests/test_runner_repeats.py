@@ -17,7 +17,7 @@ from sqlalchemy import select
 from test_runner import answer_trials, start, wait_screen
 
 from percept.cli import cli
-from study_server import dashboard
+from study_server import exclusions
 from study_server.db import db
 from study_server.export import write_export
 from study_server.models import Image, Participant, Response, Trial
@@ -110,7 +110,7 @@ def test_stalled_displays_are_repeated_and_everyone_agrees_who_is_out(
         ).all()
         states = set(db.session.scalars(select(Participant.state)))
         study = find_study("t")
-        board = dashboard.excluded_ids(study)
+        board = exclusions.excluded_ids(study)
         write_export(tmp_path / "export", slug="t")
         db.session.remove()
     assert states == {"completed"}
