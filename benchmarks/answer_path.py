@@ -40,7 +40,7 @@ from study_server.studies import create_study
 from study_server.studyconfig import load_config
 
 STAIRCASE = (
-    '\n[timing.staircase]\nstart_ms = 300\nmin_ms = 100\nmax_ms = 500\nstep_ms = 50\n'
+    "\n[timing.staircase]\nstart_ms = 300\nmin_ms = 100\nmax_ms = 500\nstep_ms = 50\n"
     "down_after = 2\n"
 )
 TRIVIAL = "/api/v1/no-such-route"
@@ -132,7 +132,10 @@ def main() -> int:
     per = args.per_participant
     people = -(-args.answers // per)
 
-    with tempfile.TemporaryDirectory(dir=args.dir) as tmp, database(args.db, Path(tmp), args.admin_url) as url:
+    with (
+        tempfile.TemporaryDirectory(dir=args.dir) as tmp,
+        database(args.db, Path(tmp), args.admin_url) as url,
+    ):
         tmp = Path(tmp)
         make_demo(tmp / "stimuli", seed=0, size=32)
         config_file = tmp / "bench.toml"
@@ -165,7 +168,8 @@ def main() -> int:
     print(f"{len(puts)} answer PUTs ({people} participants, {per} each; {kind})")
     print(f"  {'':10} {'mean µs':>9} {'median µs':>10}")
     for name, times in (("answer", puts), ("trivial", trivial)):
-        print(f"  {name:10} {statistics.mean(times) * 1e6:9.0f} {statistics.median(times) * 1e6:10.0f}")
+        mean, median = statistics.mean(times) * 1e6, statistics.median(times) * 1e6
+        print(f"  {name:10} {mean:9.0f} {median:10.0f}")
     mean_ratio = statistics.mean(puts) / statistics.mean(trivial)
     median_ratio = statistics.median(puts) / statistics.median(trivial)
     print(f"  ratio answer / trivial: mean {mean_ratio:.2f}x, median {median_ratio:.2f}x")

@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from sqlalchemy import select
 
 from study_server.db import db
-from study_server.models import Participant, Response, Trial
+from study_server.models import Response, Trial
 from study_server.studyconfig import Staircase
 
 
@@ -54,7 +54,7 @@ def replay(rule: Staircase, answers: Iterable[bool]) -> float:
     return exposure
 
 
-def next_exposure(participant: Participant, rule: Staircase) -> float | None:
+def next_exposure(participant_id: int, rule: Staircase) -> float | None:
     """The exposure of the participant's first unanswered main trial; None when none is left.
 
     Its staircase is replayed from the valid answers to the stimulus trials dealt
@@ -63,7 +63,7 @@ def next_exposure(participant: Participant, rule: Staircase) -> float | None:
     rows = db.session.execute(
         select(Trial.staircase, Trial.kind, Response.correct, Response.valid)
         .outerjoin(Response, Response.trial_id == Trial.id)
-        .where(Trial.participant_id == participant.id, Trial.block == "main")
+        .where(Trial.participant_id == participant_id, Trial.block == "main")
         .order_by(Trial.position)
     ).all()
     upcoming = next((row.staircase for row in rows if row.correct is None), None)
