@@ -397,12 +397,12 @@ def completion_json(participant: Participant) -> dict[str, Any]:
 def put_response(trial_id: int):
     # The hot path of a running study: one query finds the participant, the trial and any
     # stored answer; the config is cached; the reply is built from what was read.
-    answer = answering(bearer_token_hash(), trial_id)
-    if answer is None:
+    found = answering(bearer_token_hash(), trial_id)
+    if found is None:
         raise ApiError(401, "unauthorized", UNKNOWN_TOKEN)
     body = validate(json_body())
-    config = answer.config
-    done = record(answer, body)
+    config = found.config
+    done = record(found, body)
     data: dict[str, Any] = {
         "trial_id": done.trial_id,
         "received_at": done.received_at.isoformat() + "Z",
@@ -416,7 +416,7 @@ def put_response(trial_id: int):
     if config.timing.mode == "staircase":
         # Only what the next trial needs: its exposure, from the staircase dealt to it
         # (never the one this answer stepped; docs/api.md says what that reveals).
-        data["next_exposure_ms"] = next_exposure(answer.participant_id, config.timing.staircase)
+        data["next_exposure_ms"] = next_exposure(found.participant_id, config.timing.staircase)
     return jsonify(data), 200
 
 

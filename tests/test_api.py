@@ -464,3 +464,15 @@ def test_a_changed_study_config_takes_effect_on_the_next_answer(app, make_study)
         assert study_config(study).practice.feedback is False
         db.session.remove()
     assert "feedback" not in answer(client, token, practice[1]["id"]).json
+
+
+def test_a_practice_answer_in_a_staircase_study_gets_feedback_and_the_next_exposure(
+    app, make_study
+):
+    make_study(extra=STAIRCASE)
+    client = app.test_client()
+    token = join(client, client_id="stairs-practice").json["token"]
+    practice = [t for t in session(client, token)["trials"] if t["block"] == "practice"]
+    r = answer(client, token, practice[0]["id"])
+    assert r.status_code == 200, r.json
+    assert set(r.json["feedback"]) == {"correct", "answer"} and r.json["next_exposure_ms"] == 300
