@@ -192,6 +192,18 @@ SEEN = (
     .where(PARTICIPANT.c.id == bindparam("participant_id"))
     .values(state=bindparam("new_state"), last_seen_at=bindparam("now"))
 )
+# Repeats: one at a time per participant (the lock), placed after the last trial.
+LOCK_PARTICIPANT = (
+    select(PARTICIPANT.c.id)
+    .where(PARTICIPANT.c.id == bindparam("participant_id"))
+    .with_for_update()
+)
+PLACES = (
+    select(TRIAL.c.position, TRIAL.c.image_id, TRIAL.c.repeat_of, TRIAL.c.staircase)
+    .where(TRIAL.c.participant_id == bindparam("participant_id"))
+    .order_by(TRIAL.c.position)
+)
+INSERT_TRIAL = insert(TRIAL)
 SET_EXPOSURE = (
     update(TRIAL)
     .where(TRIAL.c.id == bindparam("trial_id"))
@@ -297,8 +309,9 @@ def record(answer: Answering, body: dict[str, Any], tries: int = 5) -> Recorded:
         "received_at": now,
         "body": body,
     }
-    # The checks above read in a transaction of their own: a return or a pause that
-    # commits from here on is met by the writes below (a deleted trial fails the insert).
+    # The checks read in a transaction of their own, ended here; the writes below hold
+    # theirs only for their own statements. A return committed in between deleted this
+    # unanswered trial, which fails the insert (a 409 below).
     db.session.commit()
     repeat = None
     try:
@@ -318,7 +331,7 @@ def record(answer: Answering, body: dict[str, Any], tries: int = 5) -> Recorded:
         if not valid and trial.block == "main" and config.timing.repeat_invalid:
             repeat = repeat_trial(trial, config)
             if repeat is not None:
-                db.session.execute(insert(Trial).values(repeat))
+                db.session.execute(INSERT_TRIAL, repeat)
         if trial.block == "main":
             state = "main"
         elif state == "consented":
@@ -369,14 +382,8 @@ def repeat_trial(trial: TrialRow, config: StudyConfig) -> dict[str, Any] | None:
     """
     # One repeat at a time per participant, so two misses at once do not pick the same
     # place (a row lock on PostgreSQL; SQLite has one writer, and `record` tries again).
-    db.session.execute(
-        select(Participant.id).where(Participant.id == trial.participant_id).with_for_update()
-    )
-    rows = db.session.execute(
-        select(Trial.position, Trial.image_id, Trial.repeat_of, Trial.staircase)
-        .where(Trial.participant_id == trial.participant_id)
-        .order_by(Trial.position)
-    ).all()
+    db.session.execute(LOCK_PARTICIPANT, {"participant_id": trial.participant_id})
+    rows = db.session.execute(PLACES, {"participant_id": trial.participant_id}).all()
     repeats = sum(r.image_id == trial.image_id and r.repeat_of is not None for r in rows)
     if repeats >= config.timing.max_repeats:
         return None
