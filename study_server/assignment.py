@@ -281,11 +281,11 @@ def update_attempt(participant: Participant, identity: Identity) -> None:
         participant.platform_session_id = identity.platform_session_id
 
 
-def resumed_state(participant: Participant) -> str:
+def resumed_state(participant_id: int) -> str:
     """The state an abandoned session goes back to, from what it has answered."""
     blocks = set(
         db.session.scalars(
-            select(Trial.block).join(Response).where(Trial.participant_id == participant.id)
+            select(Trial.block).join(Response).where(Trial.participant_id == participant_id)
         )
     )
     return "main" if "main" in blocks else "practice" if "practice" in blocks else "consented"

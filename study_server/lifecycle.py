@@ -20,6 +20,7 @@ from percept.errors import PerceptError
 from study_server.db import db, utcnow
 from study_server.models import AuditEntry, Study
 from study_server.studies import study_config
+from study_server.studyconfig import StudyConfig
 
 # action -> (states it may start from, state it leads to)
 TRANSITIONS: dict[str, tuple[tuple[str, ...], str]] = {
@@ -61,15 +62,21 @@ def admission(study: Study, *, newcomer: bool) -> Refusal | None:
     """None when the study lets this person start (newcomer) or go on; else why not.
 
     Newcomers need an open study. Someone with a session goes on in a paused or closed
-    study unless its `[recruitment] on_pause` is "stop". The sign-up (assignment.assign),
-    the answers (responses.record) and any eligibility check call this one function.
+    study unless its `[recruitment] on_pause` is "stop" (`going_on`). The sign-up
+    (assignment.assign) and any eligibility check call this one function; the answers
+    (responses.record), which have the study's state and config already, call `going_on`.
     """
     if study.state == "open":
         return None
     if newcomer:
         return REFUSALS[study.state]
-    if study.state in ("paused", "closed") and study_config(study).recruitment.on_pause == "stop":
-        return REFUSALS[study.state]
+    return going_on(study.state, study_config(study))
+
+
+def going_on(state: str, config: StudyConfig) -> Refusal | None:
+    """None when someone with a session may go on in a study in `state`; else why not."""
+    if state in ("paused", "closed") and config.recruitment.on_pause == "stop":
+        return REFUSALS[state]
     return None
 
 

@@ -53,6 +53,7 @@ from study_server.instructions import paragraphs, rules
 from study_server.models import Image, Participant, Response, Study, Token, Trial
 from study_server.responses import (
     ResponseError,
+    answering,
     complete,
     is_adaptive,
     record,
@@ -130,20 +131,28 @@ def json_body() -> dict[str, Any]:
     return body
 
 
-def current_participant() -> Participant:
+def bearer_token_hash() -> str:
+    """The stored hash of the request's bearer token; 401 without one."""
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise ApiError(401, "unauthorized", "a bearer token is required")
+    return hash_token(token.strip())
+
+
+UNKNOWN_TOKEN = "unknown or expired token"
+
+
+def current_participant() -> Participant:
     # The study comes in the same query: every participant request needs its config.
     row = db.session.execute(
         select(Participant, Token.assignment_id, Token.turk_submit_to)
         .join(Token, Token.participant_id == Participant.id)
-        .where(Token.token_hash == hash_token(token.strip()))
+        .where(Token.token_hash == bearer_token_hash())
         .options(joinedload(Participant.study))
     ).first()
     if row is None:
-        raise ApiError(401, "unauthorized", "unknown or expired token")
+        raise ApiError(401, "unauthorized", UNKNOWN_TOKEN)
     # The MTurk assignment this token came with: where this browser's form goes.
     g.token_mturk = (row.assignment_id, row.turk_submit_to)
     return row.Participant
@@ -345,7 +354,7 @@ def session_json(participant: Participant) -> dict[str, Any]:
             "practice_feedback": config.practice.feedback,
         },
         "next_exposure_ms": (
-            next_exposure(participant, config.timing.staircase)
+            next_exposure(participant.id, config.timing.staircase)
             if config.timing.mode == "staircase"
             else None
         ),
@@ -360,7 +369,7 @@ def shown_state(participant: Participant) -> str:
     """The state a participant is told: an abandoned session shows what its next answer
     makes it (reading the session changes nothing)."""
     if participant.state == "abandoned":
-        return resumed_state(participant)
+        return resumed_state(participant.id)
     return participant.state
 
 
@@ -386,10 +395,14 @@ def completion_json(participant: Participant) -> dict[str, Any]:
 
 @bp.put("/api/v1/trials/<int:trial_id>/response")
 def put_response(trial_id: int):
-    participant = current_participant()
+    # The hot path of a running study: one query finds the participant, the trial and any
+    # stored answer; the config is cached; the reply is built from what was read.
+    found = answering(bearer_token_hash(), trial_id)
+    if found is None:
+        raise ApiError(401, "unauthorized", UNKNOWN_TOKEN)
     body = validate(json_body())
-    config = study_config(participant.study)
-    done = record(participant, trial_id, body, config)
+    config = found.config
+    done = record(found, body)
     data: dict[str, Any] = {
         "trial_id": done.trial_id,
         "received_at": done.received_at.isoformat() + "Z",
@@ -403,7 +416,7 @@ def put_response(trial_id: int):
     if config.timing.mode == "staircase":
         # Only what the next trial needs: its exposure, from the staircase dealt to it
         # (never the one this answer stepped; docs/api.md says what that reveals).
-        data["next_exposure_ms"] = next_exposure(participant, config.timing.staircase)
+        data["next_exposure_ms"] = next_exposure(found.participant_id, config.timing.staircase)
     return jsonify(data), 200
 
 

@@ -9,21 +9,21 @@ repeat of its image at the end of the block when the study asks for it.
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, exists, func, select
+from sqlalchemy import Text, and_, bindparam, cast, delete, exists, func, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import joinedload
 
 from percept.rules import frame_missed
 from study_server.assignment import resumed_state
 from study_server.cleantext import strip_controls
 from study_server.db import db, utcnow
-from study_server.lifecycle import admission
-from study_server.models import Participant, Response, Trial
-from study_server.studies import study_config
+from study_server.lifecycle import going_on
+from study_server.models import Participant, Response, Study, Token, Trial
+from study_server.studies import stored_config, study_config
 from study_server.studyconfig import StudyConfig
 
 
@@ -114,11 +114,131 @@ class Recorded:
     repeat: bool
 
 
-def recorded(response: Response, trial: Trial, repeat: bool) -> Recorded:
-    return Recorded(trial.id, trial.block, response.correct, response.received_at, repeat)
+@dataclass(frozen=True)
+class TrialRow:
+    """The columns of a trial that answering it reads (named as on Trial)."""
+
+    id: int
+    participant_id: int
+    block: str
+    kind: str
+    expected: str
+    image_id: int
+    planned_exposure_ms: float | None
+    staircase: int | None
 
 
-def replayed(stored: Response, trial: Trial, body: dict[str, Any]) -> Recorded:
+@dataclass(frozen=True)
+class StoredAnswer:
+    """The columns of a stored answer that a replay of it needs."""
+
+    body: dict[str, Any]
+    correct: bool
+    valid: bool
+    received_at: datetime
+
+
+@dataclass(frozen=True)
+class Answering:
+    """Who answers which trial, in one query (`answering`): all that `record` checks."""
+
+    participant_id: int
+    state: str  # the participant's
+    study_state: str
+    config: StudyConfig
+    trial: TrialRow | None  # None: no such trial in this session
+    stored: StoredAnswer | None  # None: not answered yet
+
+
+# The answer path's statements, built once (building one costs more than running it on
+# SQLite) on the tables themselves (no ORM step between them and the database).
+RESPONSE, TRIAL, PARTICIPANT = Response.__table__, Trial.__table__, Participant.__table__
+STUDY, TOKEN = Study.__table__, Token.__table__
+TRIAL_COLUMNS = [TRIAL.c[name] for name in TrialRow.__dataclass_fields__]
+STORED_COLUMNS = [RESPONSE.c[name] for name in StoredAnswer.__dataclass_fields__]
+ANSWERING = (
+    select(
+        PARTICIPANT.c.id,
+        PARTICIPANT.c.state,
+        STUDY.c.id,
+        STUDY.c.slug,
+        STUDY.c.state,
+        # The text itself: the parsed config is cached by it (studies.stored_config).
+        cast(STUDY.c.config, Text),
+        *TRIAL_COLUMNS,
+        *STORED_COLUMNS,
+    )
+    .select_from(
+        TOKEN.join(PARTICIPANT, PARTICIPANT.c.id == TOKEN.c.participant_id)
+        .join(STUDY, STUDY.c.id == PARTICIPANT.c.study_id)
+        .outerjoin(
+            TRIAL,
+            and_(TRIAL.c.id == bindparam("trial_id"), TRIAL.c.participant_id == PARTICIPANT.c.id),
+        )
+        .outerjoin(RESPONSE, RESPONSE.c.trial_id == TRIAL.c.id)
+    )
+    .where(TOKEN.c.token_hash == bindparam("token_hash"))
+)
+STORED = select(*STORED_COLUMNS).where(RESPONSE.c.trial_id == bindparam("trial_id"))
+# One statement decides who answered first: a second answer to the trial inserts nothing.
+INSERT_ANSWER = {
+    name: build(RESPONSE)
+    .on_conflict_do_nothing(index_elements=["trial_id"])
+    .returning(RESPONSE.c.id)
+    for name, build in (("postgresql", postgresql.insert), ("sqlite", sqlite.insert))
+}
+SEEN = (
+    update(PARTICIPANT)
+    .where(PARTICIPANT.c.id == bindparam("participant_id"))
+    .values(state=bindparam("new_state"), last_seen_at=bindparam("now"))
+)
+# Repeats: one at a time per participant (the lock), placed after the last trial.
+LOCK_PARTICIPANT = (
+    select(PARTICIPANT.c.id)
+    .where(PARTICIPANT.c.id == bindparam("participant_id"))
+    .with_for_update()
+)
+PLACES = (
+    select(TRIAL.c.position, TRIAL.c.image_id, TRIAL.c.repeat_of, TRIAL.c.staircase)
+    .where(TRIAL.c.participant_id == bindparam("participant_id"))
+    .order_by(TRIAL.c.position)
+)
+INSERT_TRIAL = insert(TRIAL)
+SET_EXPOSURE = (
+    update(TRIAL)
+    .where(TRIAL.c.id == bindparam("trial_id"))
+    .values(planned_exposure_ms=bindparam("exposure"))
+)
+
+
+def answering(token_hash: str, trial_id: int) -> Answering | None:
+    """The participant whose token has this hash, their study, and their trial `trial_id`
+    with its stored answer, in one query; None for an unknown token."""
+    # 0 names no trial (ids start at 1), nor does an id larger than the databases' integers
+    # (SQLite cannot compare it).
+    key = trial_id if 0 < trial_id <= MAX_ID else 0
+    row = db.session.execute(ANSWERING, {"token_hash": token_hash, "trial_id": key}).first()
+    if row is None:
+        return None
+    participant_id, state, study_id, slug, study_state, text = row[:6]
+    trial = row[6 : 6 + len(TRIAL_COLUMNS)]
+    stored = row[6 + len(TRIAL_COLUMNS) :]
+    return Answering(
+        participant_id,
+        state,
+        study_state,
+        stored_config(study_id, slug, text),
+        TrialRow(*trial) if trial[0] is not None else None,
+        StoredAnswer(*stored) if stored[0] is not None else None,
+    )
+
+
+def stored_answer(trial_id: int) -> StoredAnswer | None:
+    row = db.session.execute(STORED, {"trial_id": trial_id}).first()
+    return StoredAnswer(*row) if row is not None else None
+
+
+def replayed(stored: StoredAnswer, trial: TrialRow, body: dict[str, Any]) -> Recorded:
     """The stored answer to `trial` if `body` is the same again (else 409), as first told."""
     same_or_conflict(stored, body)
     repeat = not stored.valid and (
@@ -129,45 +249,35 @@ def replayed(stored: Response, trial: Trial, body: dict[str, Any]) -> Recorded:
         )
         is not None
     )
-    return recorded(stored, trial, repeat)
+    return Recorded(trial.id, trial.block, stored.correct, stored.received_at, repeat)
 
 
-def record(
-    participant: Participant,
-    trial_id: int,
-    body: dict[str, Any],
-    config: StudyConfig,
-    tries: int = 5,
-) -> Recorded:
+def record(answer: Answering, body: dict[str, Any], tries: int = 5) -> Recorded:
     """Store the answer to one trial, once: the same body again returns the stored answer.
 
-    `config` is the participant's study config (the caller has it already). An invalid
-    main-block answer also adds its repeat (`repeat_trial`) in the same transaction, so
-    a retried answer never adds a second one.
+    `answer` is what `answering` found for the participant's token and the trial. An
+    invalid main-block answer also adds its repeat (`repeat_trial`) in the same
+    transaction, so a retried answer never adds a second one.
 
     Raises ResponseError: 404 for a trial that is not this participant's, 409 for a
     different answer to an answered trial, a practice answer once the main block began,
-    or a new answer in a paused or closed study that stops sessions (lifecycle.admission).
+    or a new answer in a paused or closed study that stops sessions (lifecycle.going_on).
     """
-    trial = (
-        db.session.get(Trial, trial_id, options=[joinedload(Trial.response)])
-        if 0 < trial_id <= MAX_ID
-        else None
-    )
-    if trial is None or trial.participant_id != participant.id:
+    trial, config = answer.trial, answer.config
+    if trial is None:
         raise ResponseError(404, "unknown_trial", "no such trial in this session")
-    stored = trial.response
-    if stored is not None:
-        return replayed(stored, trial, body)
-    if participant.state in ("completed", "returned"):
-        raise ResponseError(409, "session_closed", f"this session is {participant.state}")
+    if answer.stored is not None:
+        return replayed(answer.stored, trial, body)
+    state = answer.state
+    if state in ("completed", "returned"):
+        raise ResponseError(409, "session_closed", f"this session is {state}")
     # A paused or closed study with `on_pause = "stop"` takes no more answers.
-    refusal = admission(participant.study, newcomer=False)
+    refusal = going_on(answer.study_state, config)
     if refusal is not None:
         raise ResponseError(refusal.status, refusal.code, refusal.message)
-    if participant.state == "abandoned":
-        participant.state = resumed_state(participant)
-    if trial.block == "practice" and participant.state == "main":
+    if state == "abandoned":
+        state = resumed_state(answer.participant_id)
+    if trial.block == "practice" and state == "main":
         raise ResponseError(409, "practice_over", "the main block has begun; practice is over")
 
     adaptive = is_adaptive(trial, config)
@@ -178,60 +288,75 @@ def record(
             raise ResponseError(
                 400, "bad_field", f"exposure_ms between {low} and {high} is required here"
             )
-        trial.planned_exposure_ms = float(exposure)
+        trial = replace(trial, planned_exposure_ms=float(exposure))
 
     valid, reason = validity(trial, body)
     now = utcnow()
-    response = Response(
-        trial=trial,
-        choice=body["choice"],
-        correct=body["choice"] == trial.expected,
-        rt_ms=float(body["rt_ms"]),
-        onset_ms=body.get("onset_ms"),
-        displayed_ms=body.get("displayed_ms"),
-        frames=body.get("frames"),
-        frame_ms=body.get("frame_ms"),
-        valid=valid,
-        invalid_reason=reason,
-        input=body.get("input"),
-        client_sent_at=body.get("client_sent_at"),
-        received_at=now,
-        body=body,
-    )
-    db.session.add(response)
+    correct = body["choice"] == trial.expected
+    values = {
+        "trial_id": trial.id,
+        "choice": body["choice"],
+        "correct": correct,
+        "rt_ms": float(body["rt_ms"]),
+        "onset_ms": body.get("onset_ms"),
+        "displayed_ms": body.get("displayed_ms"),
+        "frames": body.get("frames"),
+        "frame_ms": body.get("frame_ms"),
+        "valid": valid,
+        "invalid_reason": reason,
+        "input": body.get("input"),
+        "client_sent_at": body.get("client_sent_at"),
+        "received_at": now,
+        "body": body,
+    }
+    # The checks read in a transaction of their own, ended here; the writes below hold
+    # theirs only for their own statements. A return committed in between deleted this
+    # unanswered trial, which fails the insert (a 409 below).
+    db.session.commit()
     repeat = None
-    if not valid and trial.block == "main" and config.timing.repeat_invalid:
-        repeat = repeat_trial(trial, config)
-        if repeat is not None:
-            db.session.add(repeat)
-    if trial.block == "main":
-        participant.state = "main"
-    elif participant.state == "consented":
-        participant.state = "practice"
-    # Only answers keep a place alive (the idle clock ignores reads of the session).
-    participant.last_seen_at = now
-    # Taken before the commit, which expires every loaded row (reading them again would
-    # cost a query each).
-    result = recorded(response, trial, repeat is not None)
     try:
+        # A retry that arrived at the same moment inserts nothing here and is answered
+        # with the stored row.
+        insert_answer = INSERT_ANSWER[db.session.get_bind().dialect.name]
+        if db.session.execute(insert_answer, values).first() is None:
+            db.session.rollback()
+            stored = stored_answer(trial.id)
+            if stored is None:  # answered and then deleted at once (a withdrawal)
+                raise ResponseError(409, "session_closed", "this session is returned")
+            return replayed(stored, trial, body)
+        if adaptive:
+            db.session.execute(
+                SET_EXPOSURE, {"trial_id": trial.id, "exposure": trial.planned_exposure_ms}
+            )
+        if not valid and trial.block == "main" and config.timing.repeat_invalid:
+            repeat = repeat_trial(trial, config)
+            if repeat is not None:
+                db.session.execute(INSERT_TRIAL, repeat)
+        if trial.block == "main":
+            state = "main"
+        elif state == "consented":
+            state = "practice"
+        # Only answers keep a place alive (the idle clock ignores reads of the session).
+        db.session.execute(
+            SEEN, {"participant_id": answer.participant_id, "new_state": state, "now": now}
+        )
         db.session.commit()
     except IntegrityError:
-        # The same trial answered at the same moment by a retry: the first one stands.
         db.session.rollback()
-        stored = db.session.scalar(select(Response).where(Response.trial_id == trial_id))
+        stored = stored_answer(trial.id)
         if stored is not None:
-            return replayed(stored, stored.trial, body)
+            return replayed(stored, trial, body)
         # The session was returned at the same moment, which deleted this unanswered trial.
-        if db.session.get(Trial, trial_id) is None:
+        if db.session.get(Trial, trial.id) is None:
             raise ResponseError(409, "session_closed", "this session is returned") from None
         if repeat is not None and tries > 1:
             # Another trial's repeat took the same place at the same moment: place it again.
-            return record(participant, trial_id, body, config, tries - 1)
+            return record(answer, body, tries - 1)
         raise
-    return result
+    return Recorded(trial.id, trial.block, correct, now, repeat is not None)
 
 
-def validity(trial: Trial, body: dict[str, Any]) -> tuple[bool, str | None]:
+def validity(trial: TrialRow, body: dict[str, Any]) -> tuple[bool, str | None]:
     """(valid, invalid_reason) to store: the browser's flag (`hidden`, `blur`), and the
     server's own check that the display showed the frames it planned (`frames`).
 
@@ -246,27 +371,19 @@ def validity(trial: Trial, body: dict[str, Any]) -> tuple[bool, str | None]:
     return not (flagged or missed), reason
 
 
-def repeat_trial(trial: Trial, config: StudyConfig) -> Trial | None:
-    """A new trial at the end of the participant's list (the main block is last) showing
-    `trial`'s image again, or None when that image already has `max_repeats` repeats.
+def repeat_trial(trial: TrialRow, config: StudyConfig) -> dict[str, Any] | None:
+    """The values of a new trial at the end of the participant's list (the main block is
+    last) showing `trial`'s image again, or None when that image already has `max_repeats`
+    repeats.
 
     Same kind and expected answer (so an instructed check asks the same); a staircase
     trial gets its exposure when shown, from the staircase of the trial it repeats, or
     the next one when that one's is the last trial's (never the same twice in a row).
     """
-    # Not flushed yet: the answer's insert stays in the commit, where a concurrent
-    # answer to the same trial is caught.
-    with db.session.no_autoflush:
-        # One repeat at a time per participant, so two misses at once do not pick the same
-        # place (a row lock on PostgreSQL; SQLite has one writer, and `record` tries again).
-        db.session.execute(
-            select(Participant.id).where(Participant.id == trial.participant_id).with_for_update()
-        )
-        rows = db.session.execute(
-            select(Trial.position, Trial.image_id, Trial.repeat_of, Trial.staircase)
-            .where(Trial.participant_id == trial.participant_id)
-            .order_by(Trial.position)
-        ).all()
+    # One repeat at a time per participant, so two misses at once do not pick the same
+    # place (a row lock on PostgreSQL; SQLite has one writer, and `record` tries again).
+    db.session.execute(LOCK_PARTICIPANT, {"participant_id": trial.participant_id})
+    rows = db.session.execute(PLACES, {"participant_id": trial.participant_id}).all()
     repeats = sum(r.image_id == trial.image_id and r.repeat_of is not None for r in rows)
     if repeats >= config.timing.max_repeats:
         return None
@@ -274,20 +391,20 @@ def repeat_trial(trial: Trial, config: StudyConfig) -> Trial | None:
     staircase = trial.staircase
     if staircase is not None and staircase == last.staircase:
         staircase = (staircase + 1) % config.timing.staircase.interleaved
-    return Trial(
-        participant_id=trial.participant_id,
-        position=last.position + 1,
-        block=trial.block,
-        kind=trial.kind,
-        image_id=trial.image_id,
-        expected=trial.expected,
-        planned_exposure_ms=None if is_adaptive(trial, config) else trial.planned_exposure_ms,
-        staircase=staircase,
-        repeat_of=trial.id,
-    )
+    return {
+        "participant_id": trial.participant_id,
+        "position": last.position + 1,
+        "block": trial.block,
+        "kind": trial.kind,
+        "image_id": trial.image_id,
+        "expected": trial.expected,
+        "planned_exposure_ms": None if is_adaptive(trial, config) else trial.planned_exposure_ms,
+        "staircase": staircase,
+        "repeat_of": trial.id,
+    }
 
 
-def is_adaptive(trial: Trial, config: StudyConfig) -> bool:
+def is_adaptive(trial: Trial | TrialRow, config: StudyConfig) -> bool:
     """Whether this trial's exposure comes from the participant's staircases.
 
     Every main trial of a staircase study, attention checks included (they take an
@@ -296,7 +413,7 @@ def is_adaptive(trial: Trial, config: StudyConfig) -> bool:
     return config.timing.mode == "staircase" and trial.block == "main"
 
 
-def same_or_conflict(stored: Response, body: dict[str, Any]) -> Response:
+def same_or_conflict(stored: StoredAnswer, body: dict[str, Any]) -> StoredAnswer:
     """The stored answer if `body` is the same answer again, else ResponseError(409).
 
     An optional field sent as null is the same as one left out (docs/api.md).

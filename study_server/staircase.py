@@ -17,10 +17,10 @@ from __future__ import annotations
 import random
 from collections.abc import Iterable
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 
 from study_server.db import db
-from study_server.models import Participant, Response, Trial
+from study_server.models import Response, Trial
 from study_server.studyconfig import Staircase
 
 
@@ -54,18 +54,22 @@ def replay(rule: Staircase, answers: Iterable[bool]) -> float:
     return exposure
 
 
-def next_exposure(participant: Participant, rule: Staircase) -> float | None:
+# Built once: every answer of a staircase study runs it for its reply.
+MAIN_ANSWERS = (
+    select(Trial.staircase, Trial.kind, Response.correct, Response.valid)
+    .outerjoin(Response, Response.trial_id == Trial.id)
+    .where(Trial.participant_id == bindparam("participant_id"), Trial.block == "main")
+    .order_by(Trial.position)
+)
+
+
+def next_exposure(participant_id: int, rule: Staircase) -> float | None:
     """The exposure of the participant's first unanswered main trial; None when none is left.
 
     Its staircase is replayed from the valid answers to the stimulus trials dealt
     to it, in trial order.
     """
-    rows = db.session.execute(
-        select(Trial.staircase, Trial.kind, Response.correct, Response.valid)
-        .outerjoin(Response, Response.trial_id == Trial.id)
-        .where(Trial.participant_id == participant.id, Trial.block == "main")
-        .order_by(Trial.position)
-    ).all()
+    rows = db.session.execute(MAIN_ANSWERS, {"participant_id": participant_id}).all()
     upcoming = next((row.staircase for row in rows if row.correct is None), None)
     if upcoming is None:
         return None

@@ -3,6 +3,8 @@ copying a pilot's into a main study."""
 
 from __future__ import annotations
 
+import functools
+import json
 import secrets
 from collections import Counter, defaultdict
 from dataclasses import replace
@@ -222,8 +224,19 @@ def list_studies() -> list[str]:
 
 
 def study_config(study: Study) -> StudyConfig:
-    """The validated config a study was created with."""
-    return parse_config(study.config, where=f"study {study.slug}")
+    """The validated config a study was created with (parsed once per process: stored_config)."""
+    return stored_config(study.id, study.slug, json.dumps(study.config, sort_keys=True))
+
+
+@functools.lru_cache(maxsize=64)
+def stored_config(study_id: int, slug: str, text: str) -> StudyConfig:
+    """The validated config of a study from its stored JSON text.
+
+    Cached per process by study and text: every answer needs its study's config, and
+    parsing it costs more than the rest of the answer's Python. A changed config is a
+    different text, so it is parsed afresh; a StudyConfig is frozen, so sharing it is safe.
+    """
+    return parse_config(json.loads(text), where=f"study {slug}")
 
 
 def _chosen_models(config: StudyConfig, rows: list[dict[str, str]], stimdir: Path) -> list[str]:

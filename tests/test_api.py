@@ -12,7 +12,8 @@ from participants import STAIRCASE, answer, auth, join, session
 from sqlalchemy import func, select
 
 from study_server.db import db
-from study_server.models import Image, Participant, Response, Trial
+from study_server.models import Image, Participant, Response, Study, Trial
+from study_server.studies import study_config
 
 LINK = {"consent": True}
 
@@ -447,3 +448,31 @@ def test_interleaved_staircases_step_on_the_server(app, make_study):
         )
     assert {planned[t["id"]] for t in main} == {250.0, 300.0, 350.0}
     assert session(client, token)["next_exposure_ms"] is None  # nothing left to show
+
+
+def test_a_changed_study_config_takes_effect_on_the_next_answer(app, make_study):
+    # The answer path caches parsed configs per process: a changed stored config is a new text.
+    make_study()
+    client = app.test_client()
+    token = join(client, client_id="browser-config").json["token"]
+    practice = [t for t in session(client, token)["trials"] if t["block"] == "practice"]
+    assert "feedback" in answer(client, token, practice[0]["id"]).json
+    with app.app_context():
+        study = db.session.scalar(select(Study))
+        study.config = {**study.config, "practice": {**study.config["practice"], "feedback": False}}
+        db.session.commit()
+        assert study_config(study).practice.feedback is False
+        db.session.remove()
+    assert "feedback" not in answer(client, token, practice[1]["id"]).json
+
+
+def test_a_practice_answer_in_a_staircase_study_gets_feedback_and_the_next_exposure(
+    app, make_study
+):
+    make_study(extra=STAIRCASE)
+    client = app.test_client()
+    token = join(client, client_id="stairs-practice").json["token"]
+    practice = [t for t in session(client, token)["trials"] if t["block"] == "practice"]
+    r = answer(client, token, practice[0]["id"])
+    assert r.status_code == 200, r.json
+    assert set(r.json["feedback"]) == {"correct", "answer"} and r.json["next_exposure_ms"] == 300
