@@ -137,7 +137,10 @@ def complete_by_api(client, pid: str) -> None:
 
 
 def test_refusals_come_before_the_consent_form(app, make_study, live_server, browser):
-    make_study(platform="prolific", target=1, extra='completion_code = "PERCEPT-1"\n')
+    # complete_by_api's answers break the attention rule; with replace_excluded on, that
+    # completed place would be free again (tests/test_usable_places.py): keep it taken here.
+    extra = 'completion_code = "PERCEPT-1"\nreplace_excluded = false\n'
+    make_study(platform="prolific", target=1, extra=extra)
     client = app.test_client()
     complete_by_api(client, PID)  # this id completed; one place left
     before = row_counts(app)
