@@ -1,5 +1,8 @@
 """FD from features: ``analysis.metrics.fd`` against torch-fidelity, from 1k to 50k samples.
 
+With ``--sqrtm``, pytorch-fid's ``scipy.linalg.sqrtm`` route (benchmarks/fd.py) runs
+in turn with the other two, and its median time over this project's is printed too.
+
 Both start from the same float32 features (what an encoder gives) and go to the FD
 value: torch-fidelity through ``fid_features_to_statistics`` (``np.cov`` in float64)
 and ``fid_statistics_to_metric`` (eigenvalues of the non-symmetric product), this
@@ -9,7 +12,7 @@ relative difference of the values, and each route's peak extra memory (tracemall
 sees numpy's allocations; the features themselves are not counted) are printed,
 with the machine's load. At N <= d the project's route needs no d x d matrix.
 
-    .venv/bin/python benchmarks/fd_scale.py [--sizes 1000 10000 40000 50000] [--dim 2048]
+    .venv/bin/python benchmarks/fd_scale.py [--sizes 1000 10000 40000 50000] [--dim 2048] [--sqrtm]
 """
 
 from __future__ import annotations
@@ -17,14 +20,19 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import sys
 import time
 import tracemalloc
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch_fidelity.metric_fid import fid_features_to_statistics, fid_statistics_to_metric
 
 from analysis.metrics.fd import fd
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from fd import sqrtm_fd
 
 
 def torch_fidelity_fd(real: np.ndarray, fake: np.ndarray) -> float:
@@ -54,6 +62,7 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10_000, 40_000, 50_000])
     parser.add_argument("--dim", type=int, default=2048)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--sqrtm", action="store_true", help="also time the sqrtm route")
     args = parser.parse_args()
     print(
         f"FD from float32 features, d = {args.dim}, median of {args.repeat} alternating runs; "
@@ -69,7 +78,11 @@ def main() -> None:
         real = features(rng, n, args.dim, 0.0)
         fake = features(rng, n, args.dim, 0.05)
         runs = [
-            (measured(torch_fidelity_fd, real, fake), measured(fd, real, fake))
+            (
+                measured(torch_fidelity_fd, real, fake),
+                measured(fd, real, fake),
+                measured(sqrtm_fd, real, fake) if args.sqrtm else None,
+            )
             for _ in range(args.repeat)
         ]
         t_tf = statistics.median(r[0][1] for r in runs)
@@ -83,6 +96,11 @@ def main() -> None:
             f"{abs(v_ours - v_tf) / abs(v_tf):>10.1e} {peak_tf:>11.0f} {peak_ours:>13.0f} "
             f"{copy:>8.0f}"
         )
+        if args.sqrtm:
+            t_sqrtm = statistics.median(r[2][1] for r in runs)
+            print(
+                f"{'':>7} sqrtm route {t_sqrtm:.2f} s: {t_sqrtm / t_ours:.1f}x this project's time"
+            )
     print(f"load {os.getloadavg()[0]:.1f} at end")
 
 
