@@ -2,6 +2,14 @@
 
 from __future__ import annotations
 
+import csv
+from pathlib import Path
+
+import pandas as pd
+from click.testing import CliRunner
+
+from percept.cli import cli
+
 # A study config's extra lines for a staircase: 300 ms to start, within 250..350 ms.
 STAIRCASE = (
     '[timing]\nmode = "staircase"\n'
@@ -32,3 +40,16 @@ def answer(client, token, trial_id, choice="real", **extra):
         json={"choice": choice, "rt_ms": 612.5, **extra},
         headers=auth(token),
     )
+
+
+def export_and_human_exclusions(tmp_path: Path) -> tuple[dict[int, dict], pd.DataFrame]:
+    """The export's participants.csv rows by id, and `percept human`'s exclusions.csv for
+    it, with the study's own rules: the export in tmp_path/export, its config tmp_path/t.toml."""
+    with open(tmp_path / "export" / "participants.csv", newline="") as f:
+        people = {int(p["participant_id"]): p for p in csv.DictReader(f)}
+    export, config, out = tmp_path / "export", tmp_path / "t.toml", tmp_path / "human"
+    result = CliRunner().invoke(
+        cli, ["human", str(export), "--config", str(config), "--out", str(out), "--no-mixed"]
+    )
+    assert result.exit_code == 0, result.output
+    return people, pd.read_csv(out / "exclusions.csv")

@@ -8,13 +8,10 @@ import csv
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
-import pandas as pd
 import requests
-from click.testing import CliRunner
-from participants import answer, auth, join, session
+from participants import answer, auth, export_and_human_exclusions, join, session
 from sqlalchemy import func, select, update
 
-from percept.cli import cli
 from percept.rules import planned_frames
 from study_server import dashboard, exclusions
 from study_server.db import db
@@ -264,22 +261,7 @@ def test_dashboard_export_and_percept_human_agree_on_who_is_excluded(app, make_s
         rows, _ = dashboard.participants(study)
         write_export(tmp_path / "export", slug="t")
         db.session.remove()
-    with open(tmp_path / "export" / "participants.csv", newline="") as f:
-        people = {int(p["participant_id"]): p for p in csv.DictReader(f)}
-    result = CliRunner().invoke(
-        cli,
-        [
-            "human",
-            str(tmp_path / "export"),
-            "--config",
-            str(tmp_path / "t.toml"),
-            "--out",
-            str(tmp_path / "human"),
-            "--no-mixed",
-        ],
-    )
-    assert result.exit_code == 0, result.output
-    table = pd.read_csv(tmp_path / "human" / "exclusions.csv")
+    people, table = export_and_human_exclusions(tmp_path)
     human = table[table["level"] == "participant"]
 
     reason = "12% of main trials invalid (max 10%)"  # 3 / 26 and 3 / 26

@@ -9,14 +9,12 @@ from __future__ import annotations
 import csv
 import json
 
-import pandas as pd
 import pytest
 import test_runner
-from click.testing import CliRunner
+from participants import export_and_human_exclusions
 from sqlalchemy import select
 from test_runner import answer_trials, start, wait_screen
 
-from percept.cli import cli
 from study_server import exclusions
 from study_server.db import db
 from study_server.export import write_export
@@ -143,22 +141,8 @@ def test_stalled_displays_are_repeated_and_everyone_agrees_who_is_out(
             if t["valid"] == "false"
         )
 
-    with open(tmp_path / "export" / "participants.csv", newline="") as f:
-        people = {int(p["participant_id"]): p for p in csv.DictReader(f)}
-    result = CliRunner().invoke(
-        cli,
-        [
-            "human",
-            str(tmp_path / "export"),
-            "--config",
-            str(tmp_path / "t.toml"),
-            "--out",
-            str(tmp_path / "human"),
-            "--no-mixed",
-        ],
-    )
-    excluded = pd.read_csv(tmp_path / "human" / "exclusions.csv")
+    people, excluded = export_and_human_exclusions(tmp_path)
     human = set(excluded.loc[excluded["level"] == "participant", "participant_id"])
     exported = {pid for pid, p in people.items() if p["excluded"] == "true"}
     assert a in set(board) and "of main trials invalid" in board[a][0], board
-    assert set(board) == exported == human, (board, exported, human, result.output)
+    assert set(board) == exported == human, (board, exported, human)
