@@ -79,8 +79,17 @@ def percept_commands(text: str) -> list[tuple[list[str], bool]]:
         while words and re.match(r"^[A-Z_][A-Z0-9_]*=", words[0]):
             words.pop(0)
         if words and (words[0] == "percept" or words[0].endswith("/bin/percept")):
-            commands.append((words[1:], whole))
+            commands += [(args, whole) for args in alternatives(words[1:])]
     return commands
+
+
+def alternatives(words: list[str]) -> list[list[str]]:
+    """Each command that `a|b|c` sub-command notation names: `study open|close` is two."""
+    for i, word in enumerate(words):
+        if "|" in word and not word.startswith("-"):
+            return [[*words[:i], choice, *rest]
+                    for choice in word.split("|") for rest in alternatives(words[i + 1:])]
+    return [words]
 
 
 def check_command(args: list[str], whole: bool = True) -> None:
@@ -125,6 +134,9 @@ def test_the_checker_catches_what_does_not_exist():
     ]
     assert percept_commands("text percept nothing\n```\ncreatedb -O percept percept\n```") == []
     assert percept_commands("Run `percept study create` first.") == [(["study", "create"], False)]
+    assert percept_commands("`percept study open|close S`") == [
+        (["study", "open", "S"], False), (["study", "close", "S"], False)
+    ]
     check_command(["study", "create"], whole=False)
     for bad in (["exprt", "--out", "x"], ["export", "--outdir", "x"], ["export"]):
         with pytest.raises((AssertionError, click.ClickException)):
