@@ -39,8 +39,10 @@ chromium:
 		echo "chromium is missing and this is not root: run 'sudo apt-get install chromium'"; \
 	fi
 
+# One test process per core, at most 4 (pytest-xdist): many tests wait on a browser, a paced
+# crowd or a server, so even 2 processes on 2 cores take a third off the serial time.
 test: $(VENV)/.installed-test chromium
-	$(VENV)/bin/pytest
+	$(VENV)/bin/pytest --numprocesses auto --maxprocesses 4
 
 lint: $(VENV)/.installed-test
 	$(VENV)/bin/ruff check .

@@ -34,16 +34,19 @@ import tempfile
 from pathlib import Path
 
 from percept.simulate.loadtest import percentiles, run_load
+from stimuli.demo import make_demo
 from study_server.db import LOCAL_POSTGRES, scratch_database
 
 FIELDS = (
     "participants", "kills", "workers", "threads", "answer_p50_ms", "answer_p99_ms",
-    "noop_p50_ms", "noop_p99_ms", "ratio_p50", "ratio_p99", "errors", "lost", "duplicated",
-    "workers_killed", "load_average",
+    "noop_p50_ms", "noop_p99_ms", "ratio_p50", "ratio_p99", "server_answer_p50_ms",
+    "server_answer_p99_ms", "server_noop_p99_ms", "errors", "lost", "duplicated",
+    "workers_killed", "cpu_busy", "client_cpu_ms", "gunicorn_cpu_ms", "rest_cpu_ms",
+    "server_capacity", "load_average",
 )  # fmt: skip
 
 
-def rung(args, participants: int, kills: bool) -> dict:
+def rung(args, stimdir: Path, participants: int, kills: bool) -> dict:
     """One run of the crowd (and its baseline) at this size; the row for load.csv."""
     with tempfile.TemporaryDirectory() as tmp, scratch_database(args.admin_url) as db_url:
         result = run_load(
@@ -58,12 +61,25 @@ def rung(args, participants: int, kills: bool) -> dict:
             pace=args.pace,
             ramp_s=args.ramp,
             seed=args.seed,
+            stimdir=stimdir,
         )
     noop50, noop99 = percentiles(result.noop_ms)
     put50, put99 = percentiles(result.submit_ms)
+    server50, server99 = percentiles(result.server_answer_ms)
+    _, server_noop99 = percentiles(result.server_noop_ms)
     errors = sum(n for status, n in result.statuses.items() if status != "completed")
     lost = sum("not stored" in p for p in result.problems)
     duplicated = sum("stored twice" in p for p in result.problems)
+    cpu, answers, cores = result.cpu, max(result.acknowledged, 1), os.cpu_count() or 1
+    per_answer = {
+        "clients": cpu.clients * 1000 / answers,
+        "gunicorn": cpu.children * 1000 / answers,
+        "rest": (cpu.machine - cpu.clients - cpu.children) * 1000 / answers,
+    }
+    # How many paced participants the server side alone (gunicorn + PostgreSQL) could keep
+    # up with on every core of this machine at full use: an upper bound, not a target.
+    capacity = cores * 1000 / (per_answer["gunicorn"] + per_answer["rest"]) * result.interval_s
+    busy = cpu.machine / (result.seconds * cores)
     print(
         f"  {participants} participants, kills {'on' if kills else 'off'}: "
         f"{result.completed} completed in {result.seconds:.0f} s, {result.kills} workers killed, "
@@ -74,15 +90,27 @@ def rung(args, participants: int, kills: bool) -> dict:
     print(f"  {'no-op PUT (baseline)':28} {noop50:8.1f} {noop99:8.1f}")
     print(f"  {'answer PUT':28} {put50:8.1f} {put99:8.1f}")
     print(f"  {'  ratio to the no-op':28} {put50 / noop50:8.2f} {put99 / noop99:8.2f}")
+    print(f"  {'answer PUT in the worker':28} {server50:8.1f} {server99:8.1f}")
+    print(
+        f"  CPU {busy:.0%} busy; per answer: clients {per_answer['clients']:.1f} ms, "
+        f"gunicorn {per_answer['gunicorn']:.1f} ms, PostgreSQL and the rest "
+        f"{per_answer['rest']:.1f} ms (server side alone on {cores} cores: at most "
+        f"~{capacity:.0f} paced participants)"
+    )
     for problem in result.problems:
         print(f"  PROBLEM: {problem}")
     return dict(
         participants=participants, kills="on" if kills else "off", workers=args.workers,
         threads=args.threads, answer_p50_ms=round(put50, 1), answer_p99_ms=round(put99, 1),
         noop_p50_ms=round(noop50, 1), noop_p99_ms=round(noop99, 1),
-        ratio_p50=round(put50 / noop50, 2), ratio_p99=round(put99 / noop99, 2), errors=errors,
-        lost=lost, duplicated=duplicated, workers_killed=result.kills,
-        load_average=round(os.getloadavg()[0], 1), problems=len(result.problems),
+        ratio_p50=round(put50 / noop50, 2), ratio_p99=round(put99 / noop99, 2),
+        server_answer_p50_ms=round(server50, 1), server_answer_p99_ms=round(server99, 1),
+        server_noop_p99_ms=round(server_noop99, 1), errors=errors, lost=lost,
+        duplicated=duplicated, workers_killed=result.kills, cpu_busy=round(busy, 2),
+        client_cpu_ms=round(per_answer["clients"], 2),
+        gunicorn_cpu_ms=round(per_answer["gunicorn"], 2), rest_cpu_ms=round(per_answer["rest"], 2),
+        server_capacity=round(capacity), load_average=round(os.getloadavg()[0], 1),
+        problems=len(result.problems),
     )  # fmt: skip
 
 
@@ -133,7 +161,10 @@ def main() -> int:
     args = parser.parse_args()
     settings = {"on": [True], "off": [False], "both": [False, True]}[args.kills]
     print(f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f} at start")
-    rows = [rung(args, n, kills) for n in args.participants for kills in settings]
+    with tempfile.TemporaryDirectory() as tmp:
+        stimdir = Path(tmp) / "stimuli"
+        make_demo(stimdir, seed=args.seed)
+        rows = [rung(args, stimdir, n, kills) for n in args.participants for kills in settings]
     args.out.mkdir(parents=True, exist_ok=True)
     with open(args.out / "load.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=[*FIELDS, "problems"])
@@ -141,12 +172,14 @@ def main() -> int:
         writer.writerows(rows)
     plot(rows, args.out / "load.png")
     print(f"\n{'participants':>12} {'kills':>5} {'p50':>7} {'p99':>7} {'no-op p99':>9} "
-          f"{'ratio p99':>9} {'lost':>4} {'dup':>4}")  # fmt: skip
+          f"{'ratio p99':>9} {'worker p99':>10} {'CPU busy':>8} {'lost':>4} "
+          f"{'dup':>4}")  # fmt: skip
     for r in rows:
         print(
             f"{r['participants']:>12} {r['kills']:>5} {r['answer_p50_ms']:>7} "
             f"{r['answer_p99_ms']:>7} {r['noop_p99_ms']:>9} {r['ratio_p99']:>9} "
-            f"{r['lost']:>4} {r['duplicated']:>4}"
+            f"{r['server_answer_p99_ms']:>10} {r['cpu_busy']:>8.0%} {r['lost']:>4} "
+            f"{r['duplicated']:>4}"
         )
     print(f"wrote {args.out / 'load.csv'} and {args.out / 'load.png'}; "
           f"load {os.getloadavg()[0]:.1f} at end")  # fmt: skip

@@ -87,8 +87,11 @@ def alternatives(words: list[str]) -> list[list[str]]:
     """Each command that `a|b|c` sub-command notation names: `study open|close` is two."""
     for i, word in enumerate(words):
         if "|" in word and not word.startswith("-"):
-            return [[*words[:i], choice, *rest]
-                    for choice in word.split("|") for rest in alternatives(words[i + 1:])]
+            return [
+                [*words[:i], choice, *rest]
+                for choice in word.split("|")
+                for rest in alternatives(words[i + 1 :])
+            ]
     return [words]
 
 
@@ -135,7 +138,8 @@ def test_the_checker_catches_what_does_not_exist():
     assert percept_commands("text percept nothing\n```\ncreatedb -O percept percept\n```") == []
     assert percept_commands("Run `percept study create` first.") == [(["study", "create"], False)]
     assert percept_commands("`percept study open|close S`") == [
-        (["study", "open", "S"], False), (["study", "close", "S"], False)
+        (["study", "open", "S"], False),
+        (["study", "close", "S"], False),
     ]
     check_command(["study", "create"], whole=False)
     for bad in (["exprt", "--out", "x"], ["export", "--outdir", "x"], ["export"]):

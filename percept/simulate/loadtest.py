@@ -11,6 +11,7 @@ acknowledged to the clients. Loopback only; every count and wait is bounded.
 
 from __future__ import annotations
 
+import os
 import random
 import threading
 import time
@@ -38,8 +39,37 @@ class LoadResult:
     submit_ms: np.ndarray
     acknowledge_ms: np.ndarray
     noop_ms: np.ndarray
+    server_answer_ms: np.ndarray  # the workers' own time per answer PUT (access log)
+    server_noop_ms: np.ndarray
     seconds: float
+    interval_s: float  # a paced participant's mean time between answers
+    # CPU seconds during the crowd: the client threads, gunicorn (master and workers),
+    # and the rest of the machine (PostgreSQL, the kernel, anything else running).
+    cpu: CpuClock
     problems: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class CpuClock:
+    """CPU seconds so far: this process (the clients), its reaped children (gunicorn, once
+    stopped: the master counts its workers, killed ones too), and the whole machine."""
+
+    clients: float
+    children: float
+    machine: float
+
+    @classmethod
+    def now(cls) -> CpuClock:
+        t = os.times()
+        # /proc/stat's first line: user nice system idle iowait irq softirq steal ... (ticks).
+        ticks = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        busy = sum(ticks[:3]) + sum(ticks[5:8])
+        return cls(t.user + t.system, t.children_user + t.children_system,
+                   busy / os.sysconf("SC_CLK_TCK"))  # fmt: skip
+
+    def __sub__(self, earlier: CpuClock) -> CpuClock:
+        return CpuClock(self.clients - earlier.clients, self.children - earlier.children,
+                        self.machine - earlier.machine)  # fmt: skip
 
 
 def percentiles(ms: np.ndarray) -> tuple[float, float]:
@@ -150,7 +180,7 @@ def run_load(
 
     from percept.demo import SLUG, STUDY
     from percept.simulate.crowd import Conditions, simulate_crowd
-    from percept.simulate.server_process import Server
+    from percept.simulate.server_process import Server, request_times
     from stimuli.demo import make_demo
     from study_server import create_app
     from study_server.db import db
@@ -190,6 +220,7 @@ def run_load(
     interval_s = (config.timing.fixation_ms + config.timing.exposure_ms + 750) / 1000 * pace
 
     noop_ms: list[float] = []
+    server_noop_ms: list[float] = []
     if baseline:
         echo(f"baseline: a bare Flask no-op PUT, {participants} paced clients x {answers} answers")
         with Server(
@@ -201,13 +232,14 @@ def run_load(
         ) as server:
             server.wait()
             noop_ms = noop_latencies(server.url, participants, answers, interval_s, ramp_s)
+        server_noop_ms = request_times(server.log.name, "PUT", r"/noop/\d+")
 
     kills = f"a worker SIGKILLed every {kill_every_s:g} s" if kill_every_s > 0 else "no kills"
     echo(
         f"load: {participants} participants, {workers} workers x {threads} threads, "
         f"{kills}, {drop:.0%} of requests dropped"
     )
-    started = time.monotonic()
+    started, clock = time.monotonic(), CpuClock.now()
     stop = threading.Event()
     with Server(
         db_url, workdir / "gunicorn.log", workers=workers, threads=threads, image_store=image_store
@@ -227,7 +259,8 @@ def run_load(
             )
         finally:
             stop.set()
-    seconds = time.monotonic() - started
+    seconds, cpu = time.monotonic() - started, CpuClock.now() - clock
+    server_answer_ms = request_times(server.log.name, "PUT", r"/api/v1/trials/\d+/response")
 
     acknowledged = {
         (p.client_id, trial_id, choice)
@@ -277,6 +310,10 @@ def run_load(
         submit_ms=np.array(submit),
         acknowledge_ms=np.array(acknowledge),
         noop_ms=np.array(noop_ms),
+        server_answer_ms=np.array(server_answer_ms),
+        server_noop_ms=np.array(server_noop_ms),
         seconds=seconds,
+        interval_s=interval_s,
+        cpu=cpu,
         problems=problems,
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import secrets
 import signal
 import socket
@@ -13,6 +14,23 @@ import time
 from pathlib import Path
 
 from percept.errors import PerceptError
+
+ACCESS_LOG_FORMAT = '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s %(D)sus'
+ACCESS_LINE = re.compile(r'"(?P<method>[A-Z]+) (?P<path>\S+) [^"]*" \d+ \S+ (?P<us>\d+)us$')
+
+
+def request_times(log: Path, method: str, path: str) -> list[float]:
+    """Milliseconds the workers spent on each `method` request whose path matches `path` (regex).
+
+    Read from a `Server`'s log: from the moment a worker thread took the request to its
+    last byte sent, so neither the client's own delays nor the wait for a free thread count.
+    """
+    times = []
+    for line in Path(log).read_text(errors="replace").splitlines():
+        match = ACCESS_LINE.search(line)
+        if match and match["method"] == method and re.fullmatch(path, match["path"]):
+            times.append(int(match["us"]) / 1000)
+    return times
 
 
 def free_port() -> int:
@@ -68,6 +86,9 @@ class Server:
                 str(threads),
                 "--access-logfile",
                 "-",
+                # gunicorn's common format plus the time the worker spent on the request.
+                "--access-logformat",
+                ACCESS_LOG_FORMAT,
                 app,
             ],
             env=env,
