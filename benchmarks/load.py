@@ -12,7 +12,7 @@ errors, and lost or duplicated answers (stored must equal acknowledged, none
 twice, assignment balanced; exit 1 if not). Writes `load.csv` and `load.png`
 (latency against participants) to `--out`. Loopback only; bounded by the counts.
 
-    .venv/bin/python benchmarks/load.py [--participants 100 300 600 1000] [--kills both]
+    .venv/bin/python benchmarks/load.py [--participants 100 200 300 600 1000] [--kills both]
         [--workers 4] [--threads 4] [--trials 20] [--kill-every 10] [--drop 0.05]
         [--pace 1.0] [--ramp 10] [--out load-out]
 
@@ -31,7 +31,10 @@ import csv
 import os
 import sys
 import tempfile
+from math import nan
 from pathlib import Path
+
+import numpy as np
 
 from percept.simulate.loadtest import percentiles, run_load
 from stimuli.demo import make_demo
@@ -39,8 +42,9 @@ from study_server.db import LOCAL_POSTGRES, scratch_database
 
 FIELDS = (
     "participants", "kills", "workers", "threads", "answer_p50_ms", "answer_p99_ms",
-    "noop_p50_ms", "noop_p99_ms", "ratio_p50", "ratio_p99", "server_answer_p50_ms",
-    "server_answer_p99_ms", "server_noop_p99_ms", "errors", "lost", "duplicated",
+    "noop_p50_ms", "noop_p99_ms", "ratio_p50", "ratio_p99", "steady_p50_ms", "steady_p99_ms",
+    "server_answer_p50_ms", "server_answer_p99_ms", "server_noop_p99_ms", "signup_worker_s",
+    "session_worker_s", "image_worker_s", "answer_worker_s", "errors", "lost", "duplicated",
     "workers_killed", "cpu_busy", "client_cpu_ms", "gunicorn_cpu_ms", "rest_cpu_ms",
     "server_capacity", "load_average",
 )  # fmt: skip
@@ -65,8 +69,12 @@ def rung(args, stimdir: Path, participants: int, kills: bool) -> dict:
         )
     noop50, noop99 = percentiles(result.noop_ms)
     put50, put99 = percentiles(result.submit_ms)
-    server50, server99 = percentiles(result.server_answer_ms)
+    server50, server99 = percentiles(np.array(result.worker_ms["answer"]))
     _, server_noop99 = percentiles(result.server_noop_ms)
+    steady50, steady99 = (
+        percentiles(result.steady_submit_ms) if len(result.steady_submit_ms) else (nan, nan)
+    )
+    worker_s = {route: sum(ms) / 1000 for route, ms in result.worker_ms.items()}
     errors = sum(n for status, n in result.statuses.items() if status != "completed")
     lost = sum("not stored" in p for p in result.problems)
     duplicated = sum("stored twice" in p for p in result.problems)
@@ -90,7 +98,14 @@ def rung(args, stimdir: Path, participants: int, kills: bool) -> dict:
     print(f"  {'no-op PUT (baseline)':28} {noop50:8.1f} {noop99:8.1f}")
     print(f"  {'answer PUT':28} {put50:8.1f} {put99:8.1f}")
     print(f"  {'  ratio to the no-op':28} {put50 / noop50:8.2f} {put99 / noop99:8.2f}")
+    print(f"  {'  after the last sign-up':28} {steady50:8.1f} {steady99:8.1f}")
     print(f"  {'answer PUT in the worker':28} {server50:8.1f} {server99:8.1f}")
+    print(
+        "  worker seconds by route: "
+        + ", ".join(
+            f"{route} {s:.1f}" for route, s in sorted(worker_s.items(), key=lambda i: -i[1])
+        )
+    )
     print(
         f"  CPU {busy:.0%} busy; per answer: clients {per_answer['clients']:.1f} ms, "
         f"gunicorn {per_answer['gunicorn']:.1f} ms, PostgreSQL and the rest "
@@ -104,7 +119,12 @@ def rung(args, stimdir: Path, participants: int, kills: bool) -> dict:
         threads=args.threads, answer_p50_ms=round(put50, 1), answer_p99_ms=round(put99, 1),
         noop_p50_ms=round(noop50, 1), noop_p99_ms=round(noop99, 1),
         ratio_p50=round(put50 / noop50, 2), ratio_p99=round(put99 / noop99, 2),
+        steady_p50_ms=round(steady50, 1), steady_p99_ms=round(steady99, 1),
         server_answer_p50_ms=round(server50, 1), server_answer_p99_ms=round(server99, 1),
+        signup_worker_s=round(worker_s.get("sign-up", 0), 1),
+        session_worker_s=round(worker_s.get("session", 0), 1),
+        image_worker_s=round(worker_s.get("image", 0), 1),
+        answer_worker_s=round(worker_s.get("answer", 0), 1),
         server_noop_p99_ms=round(server_noop99, 1), errors=errors, lost=lost,
         duplicated=duplicated, workers_killed=result.kills, cpu_busy=round(busy, 2),
         client_cpu_ms=round(per_answer["clients"], 2),
@@ -144,7 +164,7 @@ def plot(rows: list[dict], path: Path) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--participants", type=int, nargs="+", default=[100, 300, 600, 1000])
+    parser.add_argument("--participants", type=int, nargs="+", default=[100, 200, 300, 600, 1000])
     parser.add_argument("--kills", choices=["on", "off", "both"], default="both")
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--threads", type=int, default=4)
@@ -172,14 +192,14 @@ def main() -> int:
         writer.writerows(rows)
     plot(rows, args.out / "load.png")
     print(f"\n{'participants':>12} {'kills':>5} {'p50':>7} {'p99':>7} {'no-op p99':>9} "
-          f"{'ratio p99':>9} {'worker p99':>10} {'CPU busy':>8} {'lost':>4} "
-          f"{'dup':>4}")  # fmt: skip
+          f"{'ratio p99':>9} {'steady p99':>10} {'worker p99':>10} {'CPU busy':>8} "
+          f"{'lost':>4} {'dup':>4}")  # fmt: skip
     for r in rows:
         print(
             f"{r['participants']:>12} {r['kills']:>5} {r['answer_p50_ms']:>7} "
             f"{r['answer_p99_ms']:>7} {r['noop_p99_ms']:>9} {r['ratio_p99']:>9} "
-            f"{r['server_answer_p99_ms']:>10} {r['cpu_busy']:>8.0%} {r['lost']:>4} "
-            f"{r['duplicated']:>4}"
+            f"{r['steady_p99_ms']:>10} {r['server_answer_p99_ms']:>10} {r['cpu_busy']:>8.0%} "
+            f"{r['lost']:>4} {r['duplicated']:>4}"
         )
     print(f"wrote {args.out / 'load.csv'} and {args.out / 'load.png'}; "
           f"load {os.getloadavg()[0]:.1f} at end")  # fmt: skip

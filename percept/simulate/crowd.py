@@ -66,6 +66,9 @@ class Person:
     acknowledged: dict[int, str] = field(default_factory=dict, metadata={"truth": False})
     submit_ms: list[float] = field(default_factory=list, metadata={"truth": False})
     acknowledge_ms: list[float] = field(default_factory=list, metadata={"truth": False})
+    # time.monotonic() when the sign-up was answered and when each timed answer was sent.
+    signed_up_at: float = field(default=0.0, metadata={"truth": False})
+    submitted_at: list[float] = field(default_factory=list, metadata={"truth": False})
 
 
 TRUTH_COLUMNS = [f.name for f in fields(Person) if f.metadata.get("truth", True)]
@@ -191,6 +194,7 @@ def run_person(
     if r.status_code not in (200, 201):
         raise PerceptError(f"sign-up refused: {r.status_code} {r.text[:200]}")
     http.headers["Authorization"] = f"Bearer {r.json()['token']}"
+    person.signed_up_at = time.monotonic()
     session = call("GET", "/api/v1/session").json()
     fixation = session["study"]["timing"]["fixation_ms"] or 0
     # Staircase studies: the exposure of the next main trial, as the server last said.
@@ -229,6 +233,7 @@ def run_person(
             body["exposure_ms"] = exposure
         wait(fixation + (exposure or 0) + rt)
         first_try = time.perf_counter()
+        person.submitted_at.append(time.monotonic())
         r = call("PUT", f"/api/v1/trials/{trial['id']}/response", json=body)
         if r.status_code != 200:
             raise PerceptError(f"answer refused: {r.status_code} {r.text[:200]}")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import threading
 import time
 from collections import Counter
@@ -22,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from percept.simulate.server_process import request_times
 
 
 @dataclass
@@ -39,8 +42,12 @@ class LoadResult:
     submit_ms: np.ndarray
     acknowledge_ms: np.ndarray
     noop_ms: np.ndarray
-    server_answer_ms: np.ndarray  # the workers' own time per answer PUT (access log)
+    # The workers' own milliseconds per request, by route (from gunicorn's access log).
+    worker_ms: dict[str, list[float]]
     server_noop_ms: np.ndarray
+    # Answer latencies sent after the last participant had signed up: the steady state,
+    # without the burst of sign-ups while the crowd arrives.
+    steady_submit_ms: np.ndarray
     seconds: float
     interval_s: float  # a paced participant's mean time between answers
     # CPU seconds during the crowd: the client threads, gunicorn (master and workers),
@@ -67,9 +74,29 @@ class CpuClock:
         return cls(t.user + t.system, t.children_user + t.children_system,
                    busy / os.sysconf("SC_CLK_TCK"))  # fmt: skip
 
-    def __sub__(self, earlier: CpuClock) -> CpuClock:
-        return CpuClock(self.clients - earlier.clients, self.children - earlier.children,
-                        self.machine - earlier.machine)  # fmt: skip
+
+ROUTES = {
+    "sign-up": re.compile(r"POST /api/v1/studies/[^/]+/participants"),
+    "session": re.compile(r"GET /api/v1/session"),
+    "image": re.compile(r"GET /i/.*"),
+    "answer": re.compile(r"PUT /api/v1/trials/\d+/response"),
+    "complete": re.compile(r"POST /api/v1/session/complete"),
+    "no-op": re.compile(r"PUT /noop/\d+"),
+}
+
+
+def route_of(method: str, path: str) -> str:
+    """The name of a request's route in ROUTES, or "other"."""
+    request = f"{method} {path.split('?', 1)[0]}"
+    return next((name for name, rx in ROUTES.items() if rx.fullmatch(request)), "other")
+
+
+def worker_times(log: Path) -> dict[str, list[float]]:
+    """Route name -> the workers' milliseconds on each of its requests, from a Server's log."""
+    times: dict[str, list[float]] = {}
+    for method, path, ms in request_times(log):
+        times.setdefault(route_of(method, path), []).append(ms)
+    return times
 
 
 def percentiles(ms: np.ndarray) -> tuple[float, float]:
@@ -180,7 +207,7 @@ def run_load(
 
     from percept.demo import SLUG, STUDY
     from percept.simulate.crowd import Conditions, simulate_crowd
-    from percept.simulate.server_process import Server, request_times
+    from percept.simulate.server_process import Server
     from stimuli.demo import make_demo
     from study_server import create_app
     from study_server.db import db
@@ -232,19 +259,21 @@ def run_load(
         ) as server:
             server.wait()
             noop_ms = noop_latencies(server.url, participants, answers, interval_s, ramp_s)
-        server_noop_ms = request_times(server.log.name, "PUT", r"/noop/\d+")
+        server_noop_ms = worker_times(server.log.name).get("no-op", [])
 
     kills = f"a worker SIGKILLed every {kill_every_s:g} s" if kill_every_s > 0 else "no kills"
     echo(
         f"load: {participants} participants, {workers} workers x {threads} threads, "
         f"{kills}, {drop:.0%} of requests dropped"
     )
-    started, clock = time.monotonic(), CpuClock.now()
+    before = CpuClock.now()
     stop = threading.Event()
     with Server(
         db_url, workdir / "gunicorn.log", workers=workers, threads=threads, image_store=image_store
     ) as server:
         server.wait()
+        # The crowd's cost only: gunicorn's start-up (loading the app) is left out.
+        started, clock, boot = time.monotonic(), CpuClock.now(), server.cpu_seconds()
         killed = killer(server, kill_every_s, stop, seed) if kill_every_s > 0 else []
         try:
             people = simulate_crowd(
@@ -259,8 +288,11 @@ def run_load(
             )
         finally:
             stop.set()
-    seconds, cpu = time.monotonic() - started, CpuClock.now() - clock
-    server_answer_ms = request_times(server.log.name, "PUT", r"/api/v1/trials/\d+/response")
+    seconds, end = time.monotonic() - started, CpuClock.now()
+    # gunicorn's CPU is known in full only once it has exited and been reaped (children).
+    cpu = CpuClock(end.clients - clock.clients, end.children - before.children - boot,
+                   end.machine - clock.machine)  # fmt: skip
+    worker_ms = worker_times(server.log.name)
 
     acknowledged = {
         (p.client_id, trial_id, choice)
@@ -297,6 +329,13 @@ def run_load(
     if max(per_model.values()) - min(per_model.values()) > 1:
         problems.append(f"assignment is unbalanced: {dict(per_model)}")
     submit = [ms for p in people for ms in p.submit_ms]
+    arrived = max(p.signed_up_at for p in people)
+    steady = [
+        ms
+        for p in people
+        for ms, at in zip(p.submit_ms, p.submitted_at, strict=True)
+        if at > arrived
+    ]
     acknowledge = [ms for p in people for ms in p.acknowledge_ms]
     return LoadResult(
         participants=participants,
@@ -310,8 +349,9 @@ def run_load(
         submit_ms=np.array(submit),
         acknowledge_ms=np.array(acknowledge),
         noop_ms=np.array(noop_ms),
-        server_answer_ms=np.array(server_answer_ms),
+        worker_ms=worker_ms,
         server_noop_ms=np.array(server_noop_ms),
+        steady_submit_ms=np.array(steady),
         seconds=seconds,
         interval_s=interval_s,
         cpu=cpu,

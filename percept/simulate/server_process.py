@@ -19,17 +19,18 @@ ACCESS_LOG_FORMAT = '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s %(D)sus'
 ACCESS_LINE = re.compile(r'"(?P<method>[A-Z]+) (?P<path>\S+) [^"]*" \d+ \S+ (?P<us>\d+)us$')
 
 
-def request_times(log: Path, method: str, path: str) -> list[float]:
-    """Milliseconds the workers spent on each `method` request whose path matches `path` (regex).
+def request_times(log: Path) -> list[tuple[str, str, float]]:
+    """(method, path, milliseconds) of each request in a `Server`'s log.
 
-    Read from a `Server`'s log: from the moment a worker thread took the request to its
-    last byte sent, so neither the client's own delays nor the wait for a free thread count.
+    The time a worker spent on the request: from the moment a worker thread took it
+    to its last byte sent, so neither the client's own delays nor the wait for a free
+    thread count.
     """
     times = []
     for line in Path(log).read_text(errors="replace").splitlines():
         match = ACCESS_LINE.search(line)
-        if match and match["method"] == method and re.fullmatch(path, match["path"]):
-            times.append(int(match["us"]) / 1000)
+        if match:
+            times.append((match["method"], match["path"], int(match["us"]) / 1000))
     return times
 
 
@@ -125,6 +126,18 @@ class Server:
         pid = self.process.pid
         children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
         return [int(c) for c in children]
+
+    def cpu_seconds(self) -> float:
+        """CPU seconds gunicorn has used so far: the master, its workers, and reaped workers."""
+        total = 0
+        for pid in [self.process.pid, *self.worker_pids()]:
+            try:
+                # Fields after the command name: utime, stime, cutime, cstime are 12-15.
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except FileNotFoundError:  # a worker that just exited: the master counts it
+                continue
+            total += sum(int(v) for v in fields[11:15])
+        return total / os.sysconf("SC_CLK_TCK")
 
     def kill_worker(self, pid: int) -> None:
         """SIGKILL one worker, as the OOM killer or a crash would; gunicorn starts another."""
