@@ -23,6 +23,15 @@ SCREENS = Path(__file__).resolve().parent.parent / "docs" / "screens"
 PROLIFIC = "PROLIFIC_PID=5f1a2b3c4d5e6f7a8b9c0d1e&STUDY_ID=study-1&SESSION_ID=session-1"
 FAST = "[timing]\nfixation_ms = 100\nexposure_ms = 100\nmask_ms = 50\n"
 READY = '[data-choice="real"]:not([disabled])'
+# Sets window.answerSeen once the answer buttons are disabled, i.e. the runner took an answer.
+ANSWER_WATCH = """() => {
+  window.answerSeen = false;
+  const button = document.querySelector('[data-choice="real"]');
+  const watch = new MutationObserver(() => {
+    if (button.disabled) { window.answerSeen = true; watch.disconnect(); }
+  });
+  watch.observe(button, { attributes: true, attributeFilter: ["disabled"] });
+}"""
 
 
 @pytest.fixture(params=["sqlite"])
@@ -127,11 +136,14 @@ def answer_trials(
         choice = (choose or (lambda n, i: i or ("real" if n % 2 else "fake")))(done, instruction)
         if delay_ms:
             page.wait_for_timeout(delay_ms)
+        # The buttons are disabled from the answer until the next trial is armed, which may
+        # be sooner than a busy machine lets a later wait reach the page: watch from before.
+        page.evaluate(ANSWER_WATCH)
         if by == "key":
             page.keyboard.press({"real": "f", "fake": "j"}[choice])
         else:
             page.click(f'[data-choice="{choice}"]')
-        page.wait_for_selector('[data-choice="real"][disabled]', state="attached")
+        page.wait_for_function("window.answerSeen === true")
         done += 1
     return done
 

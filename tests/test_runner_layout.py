@@ -21,6 +21,7 @@ import test_runner
 from PIL import Image
 from sqlalchemy import func, select
 from test_runner import (
+    ANSWER_WATCH,
     FAST,
     READY,
     current,
@@ -177,8 +178,9 @@ def run_through_windows(page, size: int) -> dict[tuple[int, int], list[int]]:
             screenshot(page, f"trial-{VIEWPORTS[window][0]}x{VIEWPORTS[window][1]}-{size}px")
         prompt = page.inner_text("[data-prompt]")
         choice = "real" if "REAL" in prompt else "fake" if "FAKE" in prompt else "real"
+        page.evaluate(ANSWER_WATCH)
         page.keyboard.press({"real": "f", "fake": "j"}[choice])
-        page.wait_for_selector('[data-choice="real"][disabled]', state="attached")
+        page.wait_for_function("window.answerSeen === true")
         if not main:
             # Practice feedback says what the image was, in the study's own words.
             wait_true(
@@ -292,8 +294,9 @@ def answer_all(page, count: int | None = None) -> list[int]:
             page.keyboard.press("Enter")
             continue
         prompt = page.inner_text("[data-prompt]")
+        page.evaluate(ANSWER_WATCH)
         page.keyboard.press("j" if "FAKE" in prompt else "f")
-        page.wait_for_selector('[data-choice="real"][disabled]', state="attached")
+        page.wait_for_function("window.answerSeen === true")
         done += 1
     return breaks
 
