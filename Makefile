@@ -39,10 +39,12 @@ chromium:
 		echo "chromium is missing and this is not root: run 'sudo apt-get install chromium'"; \
 	fi
 
-# One test process per core, at most 4 (pytest-xdist): many tests wait on a browser, a paced
-# crowd or a server, so even 2 processes on 2 cores take a third off the serial time.
+# All but the browser tests in one process per core, at most 4 (pytest-xdist): many wait on a
+# paced crowd or a server. The browser tests check frame-exact timing, which a second busy
+# process on 2 cores spoils, so they run afterwards on their own.
 test: $(VENV)/.installed-test chromium
-	$(VENV)/bin/pytest --numprocesses auto --maxprocesses 4
+	$(VENV)/bin/pytest -m "not browser" --numprocesses auto --maxprocesses 4
+	$(VENV)/bin/pytest -m browser
 
 lint: $(VENV)/.installed-test
 	$(VENV)/bin/ruff check .
